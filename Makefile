@@ -1,0 +1,52 @@
+# The README's two commands: `make run` and `make test`. Everything they need is installed here.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Extras for the bench/test machine; a camera installs only what it runs (deploy/install.sh).
+EXTRAS ?= compile,openvino,metrics,report,dev
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+comma := ,
+CONFIG ?= deploy/bench.yaml
+ENDPOINT ?= tcp://127.0.0.1:5556
+
+.PHONY: venv run test lint faults bench engines system-deps gpu-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+venv: $(STAMP)
+
+# The main job on the bundled sample: the daemon replays samples/vtest.avi through YOLOv8n on the
+# CPU while a subscriber in another process prints what arrives over ZeroMQ, then a summary.
+run: venv
+	@set -e; \
+	$(BIN)/lepton-edge subscribe $(ENDPOINT) --until-stop --summary & sub=$$!; \
+	trap 'kill $$sub 2>/dev/null || true' EXIT; \
+	$(BIN)/lepton-edge run --config $(CONFIG) --endpoint tcp://127.0.0.1:5556 --wait-subscribers 1; \
+	wait $$sub
+
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+lint: venv
+	$(BIN)/ruff check lepton_edge tests
+
+test: venv system-deps lint
+	$(BIN)/python -m pytest -q -ra
+
+faults: venv system-deps
+	$(BIN)/python -m pytest -q -ra tests/faults
+
+bench: venv
+	$(BIN)/lepton-edge bench --config deploy/bench.yaml
+
+# Rebuilds the committed artifact of the bundled model from the repo's calibration set.
+engines: venv
+	$(BIN)/lepton-edge compile engines/yolov8n/model.onnx --calib calibration/frames --name yolov8n
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,122 @@
+"""The backend protocol: what the pipeline needs from an inference runtime.
+
+A backend is built cheaply (no I/O in the constructor), does its work between `open()` and
+`close()` (also a context manager; `close()` is safe twice), and runs batches through
+`submit()`, which returns a handle whose `wait()` gives the outputs. Synchronous runtimes
+finish inside `submit()`; asynchronous ones (OpenVINO, TensorRT) keep up to `max_in_flight`
+batches running, so the pipeline overlaps preparing frame N+1 with inferring frame N.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..preprocess import LetterboxPlan
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A model input or output: name, shape (None where dynamic), numpy dtype."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: np.dtype
+
+    @property
+    def dynamic_hw(self) -> bool:
+        return len(self.shape) == 4 and (self.shape[2] is None or self.shape[3] is None)
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Settings every backend understands; each backend reads the ones that apply to it."""
+
+    precision: str = "fp32"  # fp32 | fp16 | bf16 | int8
+    threads: int = 0  # 0 = the runtime's default
+    device: str = "CPU"  # OpenVINO device name; ignored elsewhere
+    state_dir: Path | None = None  # caches (TensorRT plans, OpenVINO blobs)
+    input_size: int = 640  # long side of the letterbox for dynamic-shape models
+    max_batch: int = 1
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class InferenceHandle(Protocol):
+    def wait(self) -> list[np.ndarray]:
+        """Block until the batch is done; outputs are owned by the caller."""
+        ...
+
+
+class Done:
+    """Handle of a batch a synchronous backend already finished."""
+
+    __slots__ = ("_outputs",)
+
+    def __init__(self, outputs: list[np.ndarray]) -> None:
+        self._outputs = outputs
+
+    def wait(self) -> list[np.ndarray]:
+        return self._outputs
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """An inference runtime behind one small interface."""
+
+    name: str
+    precision: str
+
+    def open(self) -> None:
+        """Load the model and allocate what inference needs. Raises ModelError or
+        BackendUnavailableError with a message that says how to fix it."""
+        ...
+
+    def close(self) -> None:
+        """Release everything; safe to call twice."""
+        ...
+
+    @property
+    def input(self) -> TensorSpec: ...
+
+    @property
+    def max_in_flight(self) -> int:
+        """How many batches `submit` may have running at once (1 for synchronous)."""
+        ...
+
+    def submit(self, batch: np.ndarray) -> InferenceHandle:
+        """Start inference on `batch` (N,3,H,W) of `input.dtype`. The caller must not write to
+        `batch` until the handle's `wait()` returned."""
+        ...
+
+    def __enter__(self) -> Backend: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+@runtime_checkable
+class ImageInputBackend(Backend, Protocol):
+    """A backend that letterboxes on its own device (the TensorRT CUDA kernel), taking the
+    uint8 BGR frame itself instead of a prepared tensor."""
+
+    def submit_image(self, image: np.ndarray, plan: LetterboxPlan) -> InferenceHandle: ...
+
+
+class BackendBase:
+    """Shared plumbing: context manager and idempotent close. Not required by the protocol."""
+
+    name = "base"
+    precision = "fp32"
+
+    def __enter__(self):
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def max_in_flight(self) -> int:
+        return 1
