@@ -50,3 +50,8 @@ engines: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# Downloads pycuda's source distribution (and wheels it needs) into .gpu-deps/ for a GPU box
+# without network: then `bash tests/gpu/run.sh` there.
+gpu-deps:
+	bash scripts/gpu-deps.sh

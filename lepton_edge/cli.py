@@ -1,0 +1,205 @@
+"""`lepton-edge`: the command line. Each subcommand imports what it needs when it runs, so
+`--help` works with no optional dependency installed. A LeptonError is printed as one line
+(`lepton-edge: error: ...`) with its exit code, never as a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import LeptonError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .daemon import RunOptions, main_run
+
+    on_result = None
+    annotator = None
+    if args.annotate:
+        from .annotate import Annotator
+
+        annotator = Annotator(Path(args.annotate))
+        on_result = annotator.add
+    try:
+        return main_run(args.config, RunOptions(
+            endpoint=args.endpoint, record=Path(args.record) if args.record else None,
+            wait_subscribers=args.wait_subscribers, on_result=on_result))
+    finally:
+        if annotator is not None:
+            annotator.close()
+
+
+def _cmd_subscribe(args: argparse.Namespace) -> int:
+    from .messages import DetectionMessage, HealthMessage
+    from .subscribe import Subscriber
+
+    counts: dict[str, int] = {}
+    per_class: dict[str, int] = {}
+    code = 0
+    with Subscriber(args.endpoint, args.camera or None) as sub:
+        try:
+            for msg in sub.messages(timeout=args.timeout):
+                if isinstance(msg, DetectionMessage):
+                    counts[msg.camera] = counts.get(msg.camera, 0) + 1
+                    for d in msg.detections:
+                        per_class[d.label] = per_class.get(d.label, 0) + 1
+                    if not args.quiet:
+                        print(_format_detection(msg, args.json), flush=True)
+                elif isinstance(msg, HealthMessage):
+                    if args.json and not args.quiet:
+                        print(json.dumps({"health": msg.state, "fps": msg.fps}), flush=True)
+                    if args.until_stop and msg.state == "stopping":
+                        break
+                if args.count and sum(counts.values()) >= args.count:
+                    break
+            else:
+                if args.until_stop:
+                    print(f"subscribe: no message for {args.timeout:g} s", file=sys.stderr)
+                    code = 1
+        except KeyboardInterrupt:
+            pass
+        if args.summary:
+            total = sum(counts.values())
+            print(f"subscriber summary: {total} messages from {len(counts)} camera(s)", flush=True)
+            for cam, n in counts.items():
+                print(f"  {cam}: {n} messages, {sub.missed.get(cam, 0)} missed (seq gaps)")
+            top = sorted(per_class.items(), key=lambda kv: -kv[1])
+            print("  detections: " + (", ".join(f"{k} {v}" for k, v in top) or "none"))
+            if sub.invalid:
+                print(f"  {sub.invalid} malformed messages skipped")
+    return code
+
+
+def _format_detection(msg: object, as_json: bool) -> str:
+    from dataclasses import asdict
+
+    if as_json:
+        return json.dumps(asdict(msg))  # type: ignore[call-overload]
+    from .messages import DetectionMessage
+
+    assert isinstance(msg, DetectionMessage)
+    shown = ", ".join(f"{d.label} {d.score:.2f}" for d in msg.detections[:6])
+    more = f" +{len(msg.detections) - 6}" if len(msg.detections) > 6 else ""
+    lat = msg.latency_ms.get("capture_to_publish", 0.0)
+    return (f"{msg.camera} seq={msg.seq} frame={msg.frame} {len(msg.detections)} det "
+            f"({lat:.0f} ms): {shown}{more}")
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import main_bench
+
+    return main_bench(args)
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from .keys import main_keys
+
+    return main_keys(args)
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the daemon on a config file")
+    p.add_argument("--config", "-c", required=True, help="YAML config file")
+    p.add_argument("--endpoint", help="override publish.endpoint (e.g. tcp://127.0.0.1:5556)")
+    p.add_argument("--record", metavar="FILE.jsonl", help="write every published message")
+    p.add_argument("--annotate", metavar="OUT.mp4", help="write the frames with their boxes")
+    p.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
+                   help="wait (up to 10 s) for N subscriptions before the first frame")
+    p.set_defaults(func=_cmd_run)
+
+
+def _add_subscribe(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("subscribe", help="print the messages a daemon publishes")
+    p.add_argument("endpoint", help="e.g. tcp://127.0.0.1:5556")
+    p.add_argument("--camera", action="append", help="only this camera (repeatable)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--quiet", action="store_true", help="print nothing per message")
+    p.add_argument("--count", type=int, default=0, help="exit after N detection messages")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="exit after this many seconds without a message")
+    p.add_argument("--until-stop", action="store_true",
+                   help="exit when the daemon announces it is stopping")
+    p.add_argument("--summary", action="store_true", help="print counts at the end")
+    p.set_defaults(func=_cmd_subscribe)
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="per-stage latency and fps against bare inference")
+    p.add_argument("--config", "-c", default="deploy/bench.yaml")
+    p.add_argument("--frames", type=int, default=0, help="stop after N frames (0: whole clip)")
+    p.add_argument("--backend", action="append",
+                   help="compare several: backend[:precision] (repeatable), e.g. openvino:int8")
+    p.add_argument("--json", action="store_true", help="one JSON object on the last line")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _add_keys(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("keys", help="generate ZeroMQ CURVE keypairs")
+    p.add_argument("--dir", default=".", help="where to write NAME.key and NAME.key_secret")
+    p.add_argument("--name", default="server")
+    p.set_defaults(func=_cmd_keys)
+
+
+def _optional(sub: argparse._SubParsersAction, module: str,
+              adders: Sequence[tuple[str, str, str, str]]) -> None:
+    """Subcommands whose argument builders live in their own module (compiler, bench tools)."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return
+    for name, help_text, add_fn, run_fn in adders:
+        if not hasattr(mod, add_fn):
+            continue
+        p = sub.add_parser(name, help=help_text)
+        getattr(mod, add_fn)(p)
+        p.set_defaults(func=getattr(mod, run_fn))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lepton-edge",
+        description="Edge inference runtime for cameras: video -> YOLO -> ZeroMQ.")
+    parser.add_argument("--version", action="version", version=f"lepton-edge {__version__}")
+    parser.add_argument("--log-level", default=None,
+                        choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(sub)
+    _add_subscribe(sub)
+    _add_bench(sub)
+    _optional(sub, "lepton_edge.compiler.commands", [
+        ("compile", "quantize a model to INT8 and build an artifact", "add_compile_arguments",
+         "run_compile"),
+        ("eval", "score an artifact's precisions", "add_eval_arguments", "run_eval"),
+    ])
+    _optional(sub, "lepton_edge.devtools", [
+        ("diff", "compare two recordings", "add_diff_arguments", "run_diff"),
+        ("report", "plot a recording", "add_report_arguments", "run_report"),
+    ])
+    _add_keys(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from . import logs
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logs.configure(args.log_level or "info")
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return int(func(args) or 0)
+    except LeptonError as err:
+        print(f"lepton-edge: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

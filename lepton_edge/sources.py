@@ -1,0 +1,346 @@
+"""Camera sources: one capture thread per camera, reading with `cv2.VideoCapture`.
+
+Modes:
+- live: only the newest frame is kept (a one-slot mailbox): a slow model drops frames, it never
+  falls behind the camera. A file in live mode is read at its own fps.
+- bench: every frame, in order, as fast as the pipeline takes them (deterministic replays).
+- replay: a file paced at its own fps, optionally looping, standing in for a live camera.
+
+A live or replay source that fails or stalls (no fresh frame for `stall_timeout`) is released
+and reopened with exponential backoff; the others keep running. A bench source fails once, with
+the reason. Facts behind the RTSP handling are in RTSP-NOTES (timeouts only work as
+constructor parameters; after a timeout `read()` can return held-back stale frames).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .config import Camera
+from .errors import SourceError
+
+log = logging.getLogger(__name__)
+
+FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+
+
+class State(str, Enum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    FINISHED = "finished"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One captured frame: `image` is HxWx3 uint8 BGR; `ts` epoch seconds at capture;
+    `t_capture` the monotonic clock at capture; `index` counts frames of this source."""
+
+    camera: str
+    index: int
+    image: np.ndarray
+    ts: float
+    t_capture: float
+    read_ms: float
+
+
+@dataclass(frozen=True)
+class SourceStats:
+    state: State
+    frames: int
+    dropped: int
+    reconnects: int
+    fps: float
+    last_error: str | None
+
+
+def configure_ffmpeg() -> None:
+    """Default FFmpeg capture options: RTSP over TCP. Setting the variable at all drops OpenCV's
+    own TCP-first default, so a user's value must carry `rtsp_transport` itself."""
+    os.environ.setdefault(FFMPEG_OPTIONS_ENV, "rtsp_transport;tcp")
+
+
+def classify(url: str) -> str:
+    """file | network | device | gstreamer."""
+    if " ! " in url or url.startswith(("nvarguscamerasrc", "v4l2src", "rtspsrc", "filesrc")):
+        return "gstreamer"
+    if url.isdigit() or url.startswith("/dev/video"):
+        return "device"
+    if "://" in url and not url.startswith("file://"):
+        return "network"
+    return "file"
+
+
+def open_capture(url: str, cam: Camera) -> cv2.VideoCapture:
+    """Open `url` with the right OpenCV backend and timeouts. Raises SourceError with the
+    reason; never returns a capture that is not open."""
+    kind = classify(url)
+    if kind == "file":
+        path = Path(url.removeprefix("file://"))
+        if not path.exists():
+            raise SourceError(f"{path}: video file not found")
+        if not os.access(path, os.R_OK):
+            raise SourceError(f"{path}: video file is not readable (permissions)")
+        cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+        why = "not a video OpenCV can decode (corrupt, truncated or unsupported codec)"
+    elif kind == "device":
+        target: int | str = int(url) if url.isdigit() else url
+        if isinstance(target, str) and not Path(target).exists():
+            raise SourceError(f"{url}: no such video device (unplugged?)")
+        cap = cv2.VideoCapture(target, cv2.CAP_V4L2)
+        why = "the device exists but cannot be opened (busy, or not a capture device)"
+    elif kind == "gstreamer":
+        if not cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER):
+            raise SourceError(
+                "this OpenCV build has no GStreamer support (PyPI's opencv-python-headless "
+                "has none); on Jetson use JetPack's python3-opencv through a venv with "
+                "--system-site-packages (deploy/JETSON.md)"
+            )
+        cap = cv2.VideoCapture(url, cv2.CAP_GSTREAMER)
+        why = "GStreamer could not start the pipeline"
+    else:
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(cam.open_timeout * 1000),
+                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(cam.read_timeout * 1000),
+                  cv2.CAP_PROP_N_THREADS, 1]
+        cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+        why = f"no stream within {cam.open_timeout:g} s (nothing listening, or not a stream)"
+    if not cap.isOpened():
+        cap.release()
+        raise SourceError(f"{_redact(url)}: cannot open: {why}")
+    return cap
+
+
+def _redact(url: str) -> str:
+    """Hide a password in rtsp://user:pass@host URLs before logging them."""
+    if "://" in url and "@" in url.split("://", 1)[1].split("/", 1)[0]:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.split("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+class _Mailbox:
+    """Frames handed from a capture thread to the pipeline. Live: capacity 1, the newest frame
+    replaces an untaken one (counted as dropped). Bench: a short FIFO the producer waits on."""
+
+    def __init__(self, capacity: int, keep_newest: bool, ready: threading.Condition) -> None:
+        self._frames: deque[Frame] = deque()
+        self._capacity = capacity
+        self._keep_newest = keep_newest
+        self._ready = ready
+        self.dropped = 0
+
+    def put(self, frame: Frame, stop: threading.Event) -> bool:
+        with self._ready:
+            if self._keep_newest:
+                if len(self._frames) >= self._capacity:
+                    self._frames.popleft()
+                    self.dropped += 1
+            else:
+                while len(self._frames) >= self._capacity:
+                    if stop.is_set():
+                        return False
+                    self._ready.wait(0.1)
+            self._frames.append(frame)
+            self._ready.notify_all()
+            return True
+
+    def take(self) -> Frame | None:
+        with self._ready:
+            if not self._frames:
+                return None
+            frame = self._frames.popleft()
+            self._ready.notify_all()  # a bench producer may be waiting for room
+            return frame
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+
+class Source:
+    """One camera: a capture thread feeding a mailbox. `start()`, `take()`, `stop()`."""
+
+    def __init__(self, cam: Camera, url: str, ready: threading.Condition) -> None:
+        self.cam = cam
+        self.id = cam.id
+        self.url = url
+        self.kind = classify(url)
+        bench = cam.mode == "bench"
+        self._mailbox = _Mailbox(2 if bench else 1, keep_newest=not bench, ready=ready)
+        self._ready = ready
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._state = State.CONNECTING
+        self._frames = 0
+        self._reconnects = 0
+        self._last_error: str | None = None
+        self._fps = 0.0
+        self._last_frame_t: float | None = None
+
+    # ---------------------------------------------------------------- control
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"capture-{self.id}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop capturing; frames already in the mailbox can still be taken."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._state not in (State.FAILED, State.FINISHED):
+            self._state = State.STOPPED
+
+    def take(self) -> Frame | None:
+        return self._mailbox.take()
+
+    @property
+    def has_frame(self) -> bool:
+        return len(self._mailbox) > 0
+
+    @property
+    def done(self) -> bool:
+        """True when this source will never deliver another frame (and none is waiting)."""
+        return self._state in (State.FAILED, State.FINISHED, State.STOPPED) and not self.has_frame
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def stats(self) -> SourceStats:
+        return SourceStats(self._state, self._frames, self._mailbox.dropped, self._reconnects,
+                           self._fps, self._last_error)
+
+    # ---------------------------------------------------------------- capture thread
+
+    def _run(self) -> None:
+        attempt = 0
+        index = 0
+        while not self._stop.is_set():
+            try:
+                cap = open_capture(self.url, self.cam)
+            except SourceError as err:
+                if not self._fail(str(err), attempt):
+                    return
+                attempt += 1
+                continue
+            delivered_before = self._frames
+            try:
+                self._set_state(State.CONNECTED)
+                index, outcome = self._read_loop(cap, index)
+            except SourceError as err:
+                outcome = "lost"
+                # A source that delivered frames before failing starts its backoff afresh.
+                if self._frames > delivered_before:
+                    attempt = 0
+                if not self._fail(str(err), attempt):
+                    return
+                attempt += 1
+            finally:
+                cap.release()
+            if outcome in ("finished", "stopped"):
+                return
+
+    def _fail(self, reason: str, attempt: int) -> bool:
+        """Record a failure; back off and return True to retry, or False when final."""
+        self._last_error = reason
+        if self.cam.mode == "bench":
+            log.error("camera %s: %s", self.id, reason)
+            self._set_state(State.FAILED)
+            with self._ready:
+                self._ready.notify_all()
+            return False
+        delay = min(self.cam.reconnect.max, self.cam.reconnect.initial * 2**attempt)
+        delay *= random.uniform(0.9, 1.0)  # spread reconnect storms, never past the bound
+        log.warning("camera %s: %s; retrying in %.1f s", self.id, reason, delay)
+        self._reconnects += 1
+        self._set_state(State.RETRYING)
+        self._stop.wait(delay)
+        return not self._stop.is_set()
+
+    def _read_loop(self, cap: cv2.VideoCapture, index: int) -> tuple[int, str]:
+        """Read until the stream ends, fails or stalls. Returns the next frame index and the
+        outcome: "loop" (reopen the file at once), "finished" or "stopped"; a lost or stalled
+        stream raises SourceError."""
+        mode = self.cam.mode
+        paced = self.kind == "file" and mode in ("live", "replay")
+        fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+        period = 1.0 / fps if paced and 0 < fps < 1000 else 0.0
+        expected = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if self.kind == "file" else 0
+        stale_after = 0.9 * self.cam.read_timeout
+        read_in_file = 0
+        t0 = time.monotonic()
+        last_fresh = t0
+        while not self._stop.is_set():
+            t_start = time.monotonic()
+            ok, image = cap.read()
+            t_done = time.monotonic()
+            if not ok or image is None:
+                if self.kind == "file":
+                    return index, self._end_of_file(read_in_file, expected)
+                raise SourceError(f"{_redact(self.url)}: stream ended or read failed")
+            read_in_file += 1
+            if self.kind == "network" and t_done - t_start >= stale_after:
+                # A frame the decoder held back through a timeout, not a fresh one.
+                if t_done - last_fresh > self.cam.stall_timeout:
+                    raise SourceError(f"{_redact(self.url)}: stalled: no fresh frame for "
+                                      f"{t_done - last_fresh:.1f} s")
+                continue
+            last_fresh = t_done
+            if period:
+                due = t0 + read_in_file * period
+                if self._stop.wait(max(0.0, due - time.monotonic())):
+                    break
+            frame = Frame(self.id, index, image, time.time(), time.monotonic(),
+                          (t_done - t_start) * 1000.0)
+            if not self._mailbox.put(frame, self._stop):
+                break
+            self._count(frame.t_capture)
+            index += 1
+        return index, "stopped"
+
+    def _end_of_file(self, read: int, expected: int) -> str:
+        if read == 0:
+            raise SourceError(f"{self.url}: no frame could be decoded (corrupt file or "
+                              f"unsupported codec)")
+        if expected and read < expected - 1:
+            self._last_error = (f"{self.url}: ended after {read} of {expected} frames "
+                                f"(truncated file?)")
+            log.warning("camera %s: %s", self.id, self._last_error)
+        if self.cam.mode == "live" or self.cam.loop:
+            return "loop"  # a file standing in for a camera: reopened at once, indices go on
+        self._set_state(State.FINISHED)
+        with self._ready:
+            self._ready.notify_all()
+        return "finished"
+
+    def _count(self, t: float) -> None:
+        self._frames += 1
+        if self._last_frame_t is not None:
+            dt = max(t - self._last_frame_t, 1e-6)
+            inst = 1.0 / dt
+            self._fps = inst if self._fps == 0 else 0.9 * self._fps + 0.1 * inst
+        self._last_frame_t = t
+
+    def _set_state(self, state: State) -> None:
+        if state != self._state:
+            log.info("camera %s: %s", self.id, state.value)
+            self._state = state
+
+    def frame_age(self) -> float:
+        """Seconds since the last delivered frame (inf before the first)."""
+        return math.inf if self._last_frame_t is None else time.monotonic() - self._last_frame_t
