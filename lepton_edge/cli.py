@@ -133,6 +133,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=0, help="stop after N frames (0: whole clip)")
     p.add_argument("--backend", action="append",
                    help="compare several: backend[:precision] (repeatable), e.g. openvino:int8")
+    p.add_argument("--bare-seconds", type=float, default=10.0,
+                   help="seconds of bare inference (half before, half after the run)")
     p.add_argument("--json", action="store_true", help="one JSON object on the last line")
     p.set_defaults(func=_cmd_bench)
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 
 Precision = Literal["int8", "fp16", "bf16", "fp32"]
-BackendName = Literal["auto", "onnxruntime", "openvino", "tensorrt"]
+BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
 
 
 class _Strict(BaseModel):
@@ -36,6 +36,7 @@ class Camera(_Strict):
     url: Annotated[str, Field(min_length=1)]
     mode: Literal["live", "bench", "replay"] = "live"
     loop: bool = False
+    max_frames: Annotated[int, Field(ge=1)] | None = None
     stall_timeout: Annotated[float, Field(gt=0, le=3600)] = 5.0
     open_timeout: Annotated[float, Field(gt=0, le=600)] = 5.0
     read_timeout: Annotated[float, Field(gt=0, le=600)] = 2.0
@@ -84,7 +85,8 @@ class Metrics(_Strict):
 
 class Config(_Strict):
     model: str
-    backend: BackendName = "auto"
+    # A registered name, or `package.module:Class` for a backend of your own (a plugin).
+    backend: str = "auto"
     precision: Precision = "fp32"
     device: str = "CPU"
     threads: Annotated[int, Field(ge=0, le=256)] = 0
@@ -97,6 +99,16 @@ class Config(_Strict):
     metrics: Metrics | None = None
     cameras: Annotated[tuple[Camera, ...], Field(min_length=1)]
     source: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        module, _, attr = v.partition(":")
+        if v in BACKENDS or (attr and all(p.isidentifier() for p in module.split("."))
+                             and attr.isidentifier()):
+            return v
+        raise ValueError(f"must be one of {', '.join(BACKENDS)} or a plugin 'package.module:Class'"
+                         f", got {v!r}")
 
     @field_validator("cameras")
     @classmethod

@@ -347,6 +347,11 @@ class Pipeline:
             self._on_result(r.frame, dets, payload)
         self.first_result.set()
 
+    @property
+    def active_seconds(self) -> float:
+        """Seconds from the start to the last published frame (the run's working time)."""
+        return ((self._last_pub_t or time.monotonic()) - self.started_at)
+
     def health(self, state: str) -> HealthMessage:
         cams = []
         for s in self.sources():

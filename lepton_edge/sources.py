@@ -285,7 +285,13 @@ class Source:
         read_in_file = 0
         t0 = time.monotonic()
         last_fresh = t0
+        limit = self.cam.max_frames
         while not self._stop.is_set():
+            if limit is not None and self._frames >= limit:
+                self._set_state(State.FINISHED)
+                with self._ready:
+                    self._ready.notify_all()
+                return index, "finished"
             t_start = time.monotonic()
             ok, image = cap.read()
             t_done = time.monotonic()

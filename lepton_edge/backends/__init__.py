@@ -36,7 +36,16 @@ def _module_name(name: str) -> str:
 
 
 def backend_class(name: str) -> type:
-    """The backend class for `name`, importing its module now."""
+    """The backend class for `name` (a registered name or a plugin `module:Class`), importing
+    its module now."""
+    if ":" in name and name not in REGISTRY:
+        module_name, attr = name.split(":", 1)
+        try:
+            return getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as err:
+            raise BackendUnavailableError(
+                f"backend plugin {name!r} cannot be loaded ({err})"
+            ) from err
     if name not in REGISTRY:
         raise BackendUnavailableError(
             f"unknown backend {name!r}; choose one of auto, {', '.join(REGISTRY)}"
@@ -52,8 +61,8 @@ def backend_class(name: str) -> type:
 
 
 def available(name: str) -> tuple[bool, str]:
-    """Whether backend `name` can run on this machine, and why not. Imports its module only
-    when its runtime package is installed at all."""
+    """Whether registered backend `name` can run on this machine, and why not. Imports its
+    module only when its runtime package is installed at all."""
     runtime_pkg = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
     if importlib.util.find_spec(runtime_pkg[name]) is None:
         return False, f"{runtime_pkg[name]} is not installed ({EXTRAS[name]})"

@@ -1,0 +1,150 @@
+"""`lepton-edge bench`: the daemon's pipeline on a config's clips in bench mode, against bare
+inference of the same model at the same input shape, measured in the same run.
+
+Prints per-stage latency (capture, preprocess, infer, decode, publish: p50 and p99), end-to-end
+fps, bare inference fps (`submit(...).wait()` in a loop on a prepared tensor) and their ratio.
+Bare inference is measured in two halves, before and after the pipeline run, so drift on a
+shared machine hits both sides alike. `--backend NAME[:PRECISION]` (repeatable) compares
+several backends on the same clip. `--json` puts one JSON object on the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from .artifact import load_artifact
+from .backends import create_backend
+from .config import load_config
+from .daemon import Daemon, RunOptions, backend_options
+from .preprocess import Letterbox, plan_letterbox
+from .sources import classify
+
+log = logging.getLogger(__name__)
+
+
+def bare_inference_fps(backend: Any, tensor: Any, seconds: float, min_runs: int = 5) -> float:
+    """Frames per second of `backend` on one prepared tensor, keeping max_in_flight busy."""
+    from collections import deque
+
+    pending: deque[Any] = deque()
+    for _ in range(2):  # warm-up
+        backend.submit(tensor).wait()
+    runs = 0
+    t0 = time.perf_counter()
+    while runs < min_runs or time.perf_counter() - t0 < seconds:
+        pending.append(backend.submit(tensor))
+        if len(pending) >= backend.max_in_flight:
+            pending.popleft().wait()
+        runs += 1
+    while pending:
+        pending.popleft().wait()
+    return runs / (time.perf_counter() - t0)
+
+
+def _first_frame(url: str) -> Any:
+    cap = cv2.VideoCapture(url)
+    ok, frame = cap.read()
+    cap.release()
+    if not ok:
+        from .errors import SourceError
+
+        raise SourceError(f"{url}: cannot read a frame to size the bare-inference tensor")
+    return frame
+
+
+def bench_one(config_path: Path, backend: str | None, precision: str | None, frames: int,
+              bare_seconds: float) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if backend:
+        overrides["backend"] = backend
+    if precision:
+        overrides["precision"] = precision
+    config = load_config(config_path, overrides)
+    cams = []
+    for cam in config.cameras:
+        if classify(config.camera_url(cam)) != "file":
+            continue
+        cams.append({**cam.model_dump(), "mode": "bench", "loop": False,
+                     "max_frames": frames or cam.max_frames})
+    if not cams:
+        from .errors import ConfigError
+
+        raise ConfigError(f"{config_path}: cameras: bench needs at least one video file")
+    overrides["cameras"] = cams
+    config = load_config(config_path, overrides)
+
+    # Bare inference: the same backend type and encoding, the first clip's letterbox shape.
+    artifact = load_artifact(config.resolve(config.model))
+    frame = _first_frame(config.camera_url(config.cameras[0]))
+    bare = create_backend(config.backend, artifact, backend_options(config))
+    bare.open()
+    try:
+        plan = plan_letterbox(frame.shape[1], frame.shape[0], config.input_size,
+                              stride=artifact.input.stride)
+        box = Letterbox(plan, bare.input.dtype)
+        tensor = box.new_buffer()
+        box(frame, tensor[0])
+        fps_before = bare_inference_fps(bare, tensor, bare_seconds / 2)
+        daemon = Daemon(config_path, RunOptions(endpoint="tcp://127.0.0.1:0",
+                                                overrides=overrides))
+        code = daemon.run()
+        fps_after = bare_inference_fps(bare, tensor, bare_seconds / 2)
+    finally:
+        bare.close()
+    summary = daemon.summary
+    assert summary is not None and daemon.pipeline is not None and daemon.backend is not None
+    p = daemon.pipeline
+    elapsed = p.active_seconds
+    e2e = p.published_frames / elapsed if elapsed > 0 else 0.0
+    bare_fps = (fps_before + fps_after) / 2
+    return {
+        "backend": daemon.backend.name, "precision": daemon.backend.precision,
+        "input": [plan.dst_h, plan.dst_w], "frames": p.published_frames, "exit_code": code,
+        "latency_ms": {k: {"p50": round(v["p50"], 2), "p99": round(v["p99"], 2)}
+                       for k, v in summary.latency.items()},
+        "e2e_fps": round(e2e, 2), "bare_fps": round(bare_fps, 2),
+        "bare_fps_before": round(fps_before, 2), "bare_fps_after": round(fps_after, 2),
+        "ratio": round(e2e / bare_fps, 3) if bare_fps else 0.0,
+        "max_in_flight": daemon.backend.max_in_flight,
+    }
+
+
+def format_result(r: dict[str, Any]) -> str:
+    lines = [f"{r['backend']} {r['precision']} at {r['input'][1]}x{r['input'][0]}, "
+             f"{r['frames']} frames, {r['max_in_flight']} in flight"]
+    for stage in ("capture", "preprocess", "infer", "decode", "publish", "capture_to_publish"):
+        if stage in r["latency_ms"]:
+            s = r["latency_ms"][stage]
+            lines.append(f"  {stage:>18}: p50 {s['p50']:7.2f} ms   p99 {s['p99']:7.2f} ms")
+    lines.append(f"  end-to-end {r['e2e_fps']:.1f} fps; bare inference {r['bare_fps']:.1f} fps "
+                 f"(before {r['bare_fps_before']:.1f}, after {r['bare_fps_after']:.1f}); "
+                 f"ratio {r['ratio']:.3f}")
+    return "\n".join(lines)
+
+
+def main_bench(args: argparse.Namespace) -> int:
+    specs = args.backend or [None]
+    results = []
+    for spec in specs:
+        name, _, precision = (spec or "").partition(":")
+        r = bench_one(Path(args.config), name or None, precision or None, args.frames,
+                      bare_seconds=args.bare_seconds)
+        results.append(r)
+        print(format_result(r), flush=True)
+    if len(results) > 1:
+        base = results[0]
+        print(f"relative to {base['backend']} {base['precision']} (same run):")
+        for r in results[1:]:
+            e2e = r["e2e_fps"] / base["e2e_fps"]
+            bare = r["bare_fps"] / base["bare_fps"]
+            print(f"  {r['backend']} {r['precision']}: end-to-end {e2e:.2f}x, bare {bare:.2f}x")
+    if args.json:
+        print(json.dumps(results[0] if len(results) == 1 else {"results": results}))
+    return max(r["exit_code"] for r in results)
