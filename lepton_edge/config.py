@@ -44,8 +44,8 @@ class Camera(_Strict):
 
     @model_validator(mode="after")
     def _loop_needs_replay(self) -> Camera:
-        if self.loop and self.mode != "replay":
-            raise ValueError(f"loop: only meaningful with mode: replay (mode is {self.mode})")
+        if self.loop and self.mode == "live":
+            raise ValueError("loop: only meaningful with mode: replay or bench (mode is live)")
         return self
 
 
