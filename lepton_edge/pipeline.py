@@ -1,10 +1,11 @@
 """The inference pipeline: sources -> letterbox -> backend -> decode -> publish.
 
-Two threads besides the capture threads:
-- the inference thread takes the next frame round-robin across cameras, letterboxes it into a
-  reused buffer (or hands the raw frame to a backend that letterboxes on its device), and keeps
-  up to `backend.max_in_flight` batches running, completing them in submission order, so each
-  camera's frames stay in order;
+Three threads besides the capture threads, data flowing one way:
+- the prepare thread takes the next frame round-robin across cameras and letterboxes it into a
+  ring of reused buffers (or leaves the raw frame to a backend that letterboxes on its device),
+  handing one prepared frame at a time to inference, so preprocessing overlaps inference;
+- the inference thread keeps up to `backend.max_in_flight` batches running and completes them
+  in submission order, so each camera's frames stay in order;
 - the publishing thread decodes, publishes, records, and sends `health` every interval.
 The inference loop calls `on_heartbeat` every iteration, including idle ones, so a camera that
 delivers nothing is not a hang, while a backend that blocks stops the heartbeat (and with it the
@@ -68,6 +69,14 @@ class Result:
 
 
 @dataclass
+class _Prepared:
+    frame: Frame
+    plan: LetterboxPlan
+    tensor: np.ndarray | None  # None: the backend letterboxes the raw frame itself
+    preprocess_ms: float
+
+
+@dataclass
 class _Job:
     frame: Frame
     plan: LetterboxPlan
@@ -126,6 +135,7 @@ class Pipeline:
         self._rr = 0
         self._letterboxes: dict[tuple[int, int], tuple[Letterbox, list[np.ndarray]]] = {}
         self._ring_pos: dict[tuple[int, int], int] = {}
+        self._handoff: queue.Queue[_Prepared | None] = queue.Queue(maxsize=1)
         self._post: queue.Queue[Result | None] = queue.Queue(maxsize=4)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -169,8 +179,9 @@ class Pipeline:
     def start(self) -> None:
         self.started_at = time.monotonic()
         self._threads = [
-            threading.Thread(target=self._guard(self._infer_loop), name="inference", daemon=True),
             threading.Thread(target=self._guard(self._post_loop), name="publish", daemon=True),
+            threading.Thread(target=self._guard(self._prepare_loop), name="prepare", daemon=True),
+            threading.Thread(target=self._guard(self._infer_loop), name="inference", daemon=True),
         ]
         for t in self._threads:
             t.start()
@@ -227,7 +238,8 @@ class Pipeline:
             plan = plan_letterbox(w, h, self.settings.input_size, stride=self.settings.stride,
                                   fixed=self.settings.fixed_hw)
             box = Letterbox(plan, self.backend.input.dtype)
-            ring = [box.new_buffer() for _ in range(max(1, self.backend.max_in_flight))]
+            # In use at once: max_in_flight submitted, one in the handoff, one being written.
+            ring = [box.new_buffer() for _ in range(self.backend.max_in_flight + 2)]
             entry = self._letterboxes[key] = (box, ring)
             self._ring_pos[key] = 0
             log.info("camera %s: %dx%d letterboxed to %dx%d", frame.camera, w, h,
@@ -239,32 +251,56 @@ class Pipeline:
         box(frame.image, buf[0])
         return box.plan, buf
 
-    def _infer_loop(self) -> None:
-        backend = self.backend
-        image_input = isinstance(backend, ImageInputBackend)
-        pending: deque[_Job] = deque()
+    def _prepare_loop(self) -> None:
+        """Takes frames round-robin and letterboxes them, overlapping the running inference."""
+        image_input = isinstance(self.backend, ImageInputBackend)
         while True:
             frame = self._next_frame()
-            self._on_heartbeat()
             if frame is None:
-                if pending:
-                    self._complete(pending.popleft())
                 ending = self._stop.is_set() or (self.settings.exit_when_done and self._all_done())
                 if ending and not any(s.has_frame for s in self.sources()):
                     break
                 continue
             t0 = time.perf_counter()
-            if image_input:
+            if image_input:  # the backend letterboxes on its own device
                 h, w = frame.image.shape[:2]
                 plan = plan_letterbox(w, h, self.settings.input_size,
                                       stride=self.settings.stride, fixed=self.settings.fixed_hw)
-                t1 = time.perf_counter()
-                handle = backend.submit_image(frame.image, plan)  # type: ignore[attr-defined]
+                buf = None
             else:
                 plan, buf = self._letterbox_for(frame)
-                t1 = time.perf_counter()
-                handle = backend.submit(buf)
-            pending.append(_Job(frame, plan, handle, (t1 - t0) * 1000.0, t1))
+            self._handoff_put(_Prepared(frame, plan, buf, (time.perf_counter() - t0) * 1000.0))
+        self._handoff_put(None)
+
+    def _handoff_put(self, item: _Prepared | None) -> None:
+        while True:
+            try:
+                self._handoff.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if not self._threads[2].is_alive():
+                    return
+
+    def _infer_loop(self) -> None:
+        backend = self.backend
+        pending: deque[_Job] = deque()
+        while True:
+            try:
+                item = self._handoff.get(timeout=0.1)
+            except queue.Empty:
+                self._on_heartbeat()  # idle (no camera delivers) is not a hang
+                if pending:
+                    self._complete(pending.popleft())
+                continue
+            self._on_heartbeat()
+            if item is None:
+                break
+            t1 = time.perf_counter()
+            if item.tensor is None:
+                handle = backend.submit_image(item.frame.image, item.plan)  # type: ignore[attr-defined]
+            else:
+                handle = backend.submit(item.tensor)
+            pending.append(_Job(item.frame, item.plan, handle, item.preprocess_ms, t1))
             while len(pending) >= backend.max_in_flight:
                 self._complete(pending.popleft())
         while pending:
@@ -290,7 +326,7 @@ class Pipeline:
                     return
 
     def _post_alive(self) -> bool:
-        return len(self._threads) > 1 and self._threads[1].is_alive()
+        return bool(self._threads) and self._threads[0].is_alive()
 
     # ------------------------------------------------------------------ publishing thread
 
