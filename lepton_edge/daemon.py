@@ -1,8 +1,10 @@
 """`lepton-edge run`: builds the pipeline from a config in one place, runs it until SIGTERM or
 SIGINT (or, with only bench sources, the end of the clips), and tears it down in reverse order.
 
-systemd: READY=1 after the first published result, WATCHDOG=1 from the inference loop's
-heartbeat (so a hung backend stops feeding it), STATUS= with fps and camera states, STOPPING=1.
+systemd: READY=1 once the model has run a warm-up inference and the cameras are starting (a
+camera down at boot must not fail the service: its state is on the health topic and in
+STATUS), WATCHDOG=1 from the inference loop's heartbeat (so a hung backend stops feeding it,
+while idle cameras do not), STATUS= with fps and camera states, STOPPING=1 before draining.
 SIGHUP re-reads the config: added cameras start, removed ones stop, changed ones restart,
 unchanged ones keep running; thresholds, classes and log level apply at once; anything else
 (model, backend, publish, ...) needs a restart and the reload is refused with a log line saying
@@ -19,7 +21,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import zmq
 
 from . import logs
@@ -30,10 +34,14 @@ from .config import Camera, Config, load_config
 from .decode import DecodeSettings
 from .detections import Detections
 from .errors import ConfigError, LeptonError
+from .messages import HealthMessage
 from .notify import SystemdNotifier
 from .pipeline import Pipeline, PipelineSettings
 from .publish import Publisher
 from .sources import Frame, Source, State, configure_ffmpeg
+
+if TYPE_CHECKING:
+    from .metrics import MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +126,11 @@ class Daemon:
         self.backend: Backend | None = None
         self.pipeline: Pipeline | None = None
         self.publisher: Publisher | None = None
+        self.metrics: MetricsServer | None = None
         self._ctx: zmq.Context | None = None
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self._stopping_sent = False
         self._wd_interval = self.notifier.watchdog_interval()
         self._wd_last = 0.0
         self.summary: RunSummary | None = None
@@ -137,6 +147,7 @@ class Daemon:
         backend.open()
         spec = backend.input
         fixed = (spec.shape[2], spec.shape[3]) if not spec.dynamic_hw else None
+        self._warm_up(backend, fixed or (config.input_size, config.input_size))
         self._ctx = zmq.Context()
         publisher = self.publisher = Publisher(self._ctx, config.publish,
                                                endpoint=self.options.endpoint,
@@ -149,9 +160,32 @@ class Daemon:
             stride=artifact.input.stride, fixed_hw=fixed,  # type: ignore[arg-type]
             health_interval=config.publish.health_interval, exit_when_done=only_files,
         )
+        on_result = self.options.on_result
+        if config.metrics is not None:
+            from .metrics import MetricsServer
+
+            self.metrics = MetricsServer(config.metrics, health=self._metrics_health,
+                                         send_errors=lambda: publisher.send_errors)
+            on_result = self.metrics.wrap(on_result)
         self.pipeline = Pipeline(backend, publisher, settings, on_heartbeat=self._heartbeat,
-                                 on_result=self.options.on_result)
+                                 on_result=on_result)
+        if self.metrics is not None:
+            self.metrics.start()  # after the pipeline exists: a scrape may come at once
         return self.pipeline
+
+    @staticmethod
+    def _warm_up(backend: Backend, hw: tuple[int, int]) -> None:
+        """One inference on a gray frame: proves the model runs here before READY=1, and takes
+        the runtime's first-call costs off the first camera frame."""
+        t0 = time.perf_counter()
+        tensor = np.full((1, 3, *hw), 114 / 255, dtype=backend.input.dtype)
+        backend.submit(tensor).wait()
+        log.info("warm-up inference at %dx%d: %.0f ms", hw[1], hw[0],
+                 (time.perf_counter() - t0) * 1000)
+
+    def _metrics_health(self) -> HealthMessage:
+        assert self.pipeline is not None
+        return self.pipeline.health("running")
 
     def _start_sources(self, cameras: tuple[Camera, ...]) -> None:
         assert self.pipeline is not None and self.config is not None
@@ -162,6 +196,8 @@ class Daemon:
     def teardown(self) -> None:
         if self.pipeline is not None:
             self.pipeline.stop()
+        if self.metrics is not None:
+            self.metrics.close()
         if self.publisher is not None:
             self.publisher.close()
         if self.backend is not None:
@@ -190,25 +226,28 @@ class Daemon:
                                 self.options.wait_timeout)
             pipeline.start()
             self._start_sources(self.config.cameras)
+            # The model loaded and ran (warm-up): the service is up even while a camera is
+            # down at boot; camera states are on the health topic and in STATUS.
+            self.notifier.ready()
             return self._supervise(pipeline)
         finally:
-            self.notifier.stopping()
+            if not self._stopping_sent:
+                self.notifier.stopping()
             self.teardown()
 
     def request_stop(self) -> None:
         self._stop.set()
 
     def _supervise(self, pipeline: Pipeline) -> int:
-        ready = False
+        first = False
         next_status = 0.0
         t_start = time.monotonic()
         while not self._stop.is_set():
             if pipeline.finished.wait(0.2):
                 break
-            if not ready and pipeline.first_result.is_set():
-                self.notifier.ready()
-                ready = True
-                log.info("ready: first frame published")
+            if not first and pipeline.first_result.is_set():
+                first = True
+                log.info("first frame published")
             if self._reload.is_set():
                 self._reload.clear()
                 self.reload()
@@ -216,9 +255,13 @@ class Daemon:
             if now >= next_status:
                 self.notifier.status(self.status_line())
                 next_status = now + 5.0
-        pipeline.stop()
+        self.notifier.stopping()
+        self._stopping_sent = True
+        drained = pipeline.stop()
         if pipeline.error is not None:
             raise pipeline.error
+        if not drained:
+            return 1  # a hung pipeline: let Restart=on-failure bring up a fresh process
         self.summary = self._summarize(time.monotonic() - t_start)
         if self.summary.failed and pipeline.settings.exit_when_done:
             return 4

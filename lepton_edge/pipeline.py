@@ -138,6 +138,7 @@ class Pipeline:
         self._handoff: queue.Queue[_Prepared | None] = queue.Queue(maxsize=1)
         self._post: queue.Queue[Result | None] = queue.Queue(maxsize=4)
         self._stop = threading.Event()
+        self._stopped: bool | None = None
         self._threads: list[threading.Thread] = []
         self.latency = LatencyRecorder()
         self.counters: dict[str, _CameraCounters] = {}
@@ -145,7 +146,7 @@ class Pipeline:
         self.finished = threading.Event()
         self.started_at = time.monotonic()
         self.published_frames = 0
-        self._fps = 0.0
+        self._dt = 0.0  # smoothed interval between published frames
         self._last_pub_t: float | None = None
         self.error: BaseException | None = None
 
@@ -186,14 +187,23 @@ class Pipeline:
         for t in self._threads:
             t.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop capture, finish the frames already taken or waiting, publish them, and end."""
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop capture, finish the frames already taken or waiting, publish them, and end.
+        Returns False when the threads did not finish in time (a hung backend); a second call
+        returns at once with the first one's answer."""
+        if self._stopped is not None:
+            return self._stopped
         for s in self.sources():
             s.stop()
         self._stop.set()
         with self._ready:
             self._ready.notify_all()
-        self.join(timeout)
+        self._stopped = self.join(timeout)
+        if not self._stopped:
+            alive = ", ".join(t.name for t in self._threads if t.is_alive())
+            log.error("pipeline did not finish within %.0f s (%s still running: hung backend?); "
+                      "exiting without draining", timeout, alive)
+        return self._stopped
 
     def join(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -376,12 +386,17 @@ class Pipeline:
         self.published_frames += 1
         now = time.monotonic()
         if self._last_pub_t is not None:
-            inst = 1.0 / max(now - self._last_pub_t, 1e-6)
-            self._fps = inst if self._fps == 0 else 0.95 * self._fps + 0.05 * inst
+            # Average the interval, not its inverse: 1/dt of jittery frames overstates fps.
+            dt = now - self._last_pub_t
+            self._dt = dt if self._dt == 0 else 0.95 * self._dt + 0.05 * dt
         self._last_pub_t = now
         if self._on_result is not None:
             self._on_result(r.frame, dets, payload)
         self.first_result.set()
+
+    @property
+    def fps(self) -> float:
+        return 1.0 / self._dt if self._dt > 0 else 0.0
 
     @property
     def active_seconds(self) -> float:
@@ -397,7 +412,7 @@ class Pipeline:
                                      dropped=st.dropped, reconnects=st.reconnects,
                                      published=c.published, last_error=st.last_error))
         return HealthMessage(ts=time.time(), state=state,
-                             uptime_s=time.monotonic() - self.started_at, fps=self._fps,
+                             uptime_s=time.monotonic() - self.started_at, fps=self.fps,
                              subscribers=self.publisher.subscriptions, cameras=tuple(cams))
 
     def _publish_health(self, state: str) -> None:
