@@ -1,0 +1,117 @@
+"""`lepton-edge report RUN.jsonl --out DIR`: plots of a recording, as PNG files.
+
+Per camera: `latency.png` (each stage's latency per frame over the run), `latency_hist.png`
+(their histograms) and `detections.png` (detections per class per frame, the most frequent
+classes). With several cameras the files are named `<camera>.latency.png` and so on.
+matplotlib (the `report` extra) is imported only here, with the Agg backend: no display needed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import BackendUnavailableError, MessageError
+from .messages import DetectionMessage
+from .recording import Recording
+
+log = logging.getLogger(__name__)
+
+STAGES = ("capture", "preprocess", "infer", "decode", "publish", "capture_to_publish")
+TOP_CLASSES = 8
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError as err:
+        raise BackendUnavailableError(
+            "lepton-edge report plots with matplotlib, which is not installed; install it with: "
+            "pip install 'lepton-edge[report]'") from err
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_report(recording: Recording, out: Path, *, dpi: int = 100) -> list[Path]:
+    """Write the plots of every camera of `recording` into `out`; returns the files written."""
+    if not recording.cameras:
+        raise MessageError(f"{recording.path}: no detection messages to plot (only "
+                           f"{len(recording.health)} health messages)")
+    plt = _pyplot()
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for camera, frames in recording.cameras.items():
+        prefix = f"{camera}." if len(recording.cameras) > 1 else ""
+        msgs = list(frames.values())
+        title = f"{camera}: {msgs[0].model} {msgs[0].precision}, {len(msgs)} frames"
+        for name, plot in (("latency", _latency), ("latency_hist", _latency_hist),
+                           ("detections", _detections)):
+            fig, ax = plt.subplots(figsize=(10, 4.5), dpi=dpi)
+            try:
+                plot(ax, msgs)
+                ax.set_title(f"{title}: {ax.get_title()}")
+                fig.tight_layout()
+                path = out / f"{prefix}{name}.png"
+                fig.savefig(path)
+                written.append(path)
+            finally:
+                plt.close(fig)
+    log.info("wrote %d plots to %s", len(written), out)
+    return written
+
+
+def _stages(msgs: list[DetectionMessage]) -> dict[str, np.ndarray]:
+    """Each stage's latency per frame (NaN where a message lacks it), known stages first."""
+    seen: list[str] = []
+    for m in msgs:
+        seen.extend(k for k in m.latency_ms if k not in seen)
+    order = [s for s in STAGES if s in seen] + [s for s in seen if s not in STAGES]
+    return {s: np.array([m.latency_ms.get(s, np.nan) for m in msgs], float) for s in order}
+
+
+def _latency(ax: Any, msgs: list[DetectionMessage]) -> None:
+    x = [m.frame for m in msgs]
+    for stage, ms in _stages(msgs).items():
+        ax.plot(x, ms, linewidth=0.8, label=f"{stage} (p50 {np.nanmedian(ms):.1f} ms)")
+    ax.set_xlabel("frame")
+    ax.set_ylabel("latency (ms)")
+    ax.set_title("latency per stage")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+
+
+def _latency_hist(ax: Any, msgs: list[DetectionMessage]) -> None:
+    stages = _stages(msgs)
+    top = max((np.nanpercentile(v, 99.5) for v in stages.values() if np.isfinite(v).any()),
+              default=1.0)
+    bins = np.linspace(0.0, max(top, 1e-3) * 1.05, 60)
+    for stage, ms in stages.items():
+        ok = ms[np.isfinite(ms)]
+        ax.hist(np.clip(ok, 0, bins[-1]), bins=bins, histtype="step", linewidth=1.2,
+                label=f"{stage} (p99 {np.percentile(ok, 99) if ok.size else 0:.1f} ms)")
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("frames")
+    ax.set_title("latency histogram")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+
+
+def _detections(ax: Any, msgs: list[DetectionMessage]) -> None:
+    totals = Counter(d.label for m in msgs for d in m.detections)
+    x = [m.frame for m in msgs]
+    for label, n in totals.most_common(TOP_CLASSES):
+        y = [sum(1 for d in m.detections if d.label == label) for m in msgs]
+        ax.plot(x, y, linewidth=0.9, label=f"{label} ({n})")
+    ax.plot(x, [len(m.detections) for m in msgs], color="black", linewidth=0.6, alpha=0.5,
+            label=f"all ({sum(totals.values())})")
+    ax.set_xlabel("frame")
+    ax.set_ylabel("detections")
+    ax.set_title("detections per class")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
