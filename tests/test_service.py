@@ -1,8 +1,9 @@
 """The daemon under a real systemd notify socket: a datagram socket bound as $NOTIFY_SOCKET (a
 path, and an abstract name), the daemon a real process. READY=1 once the model ran its warm-up
 inference (a camera down at boot must not fail the start), WATCHDOG=1 at WatchdogSec/2 from
-the inference loop, STATUS= with fps and camera states, STOPPING=1 at exit; a camera that delivers nothing is not a hang, so the watchdog keeps being
-fed. The hang itself is tests/faults/test_inference_hang.py."""
+the inference loop, STATUS= with fps and camera states, STOPPING=1 at exit. A camera that
+delivers nothing is not a hang, so the watchdog keeps being fed. The hang itself is
+tests/faults/test_inference_hang.py."""
 
 from __future__ import annotations
 
