@@ -33,7 +33,7 @@ system-deps:
 	@bash scripts/install-system-deps.sh
 
 lint: venv
-	$(BIN)/ruff check lepton_edge tests
+	$(BIN)/ruff check lepton_edge tests bench
 
 test: venv system-deps lint
 	$(BIN)/python -m pytest -q -ra

@@ -22,7 +22,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.annotate:
         from .annotate import Annotator
 
-        annotator = Annotator(Path(args.annotate))
+        annotator = Annotator(Path(args.annotate), fps=_source_fps(args.config))
         on_result = annotator.add
     try:
         return main_run(args.config, RunOptions(
@@ -31,6 +31,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     finally:
         if annotator is not None:
             annotator.close()
+
+
+def _source_fps(config_path: str, default: float = 10.0) -> float:
+    """The first camera's own frame rate, so an annotated replay plays at the clip's speed."""
+    import cv2
+
+    from .config import load_config
+
+    config = load_config(config_path)
+    cap = cv2.VideoCapture(config.camera_url(config.cameras[0]))
+    fps = cap.get(cv2.CAP_PROP_FPS) if cap.isOpened() else 0.0
+    cap.release()
+    return fps if 0 < fps < 1000 else default
 
 
 def _cmd_subscribe(args: argparse.Namespace) -> int:
