@@ -38,9 +38,13 @@ def _source_fps(config_path: str, default: float = 10.0) -> float:
     import cv2
 
     from .config import load_config
+    from .sources import classify
 
     config = load_config(config_path)
-    cap = cv2.VideoCapture(config.camera_url(config.cameras[0]))
+    url = config.camera_url(config.cameras[0])
+    if classify(url) != "file":
+        return default  # never open a network camera here just to ask its rate
+    cap = cv2.VideoCapture(url)
     fps = cap.get(cv2.CAP_PROP_FPS) if cap.isOpened() else 0.0
     cap.release()
     return fps if 0 < fps < 1000 else default
