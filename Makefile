@@ -46,7 +46,7 @@ bench: venv
 
 # Rebuilds the committed artifact of the bundled model from the repo's calibration set.
 engines: venv
-	$(BIN)/lepton-edge compile engines/yolov8n/model.onnx --calib calibration/frames --name yolov8n
+	$(BIN)/lepton-edge compile engines/yolov8n/model.onnx --calib calibration/yolov8n.yaml --name yolov8n --floor 0.75 --max-float-steps 0
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

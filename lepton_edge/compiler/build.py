@@ -1,0 +1,381 @@
+"""The compile steps: float model in, artifact directory `engines/<name>/` out.
+
+Each step is a function run under `step()`, which logs one uniform line with its outcome and
+duration (`compile: calibrate ✓ 41.2s 331 frames`). The INT8 gate: quantize with the YOLO head
+tail in float, score the CPU encoding against float on held-out frames, and while it is below
+the floor keep the most sensitive conv groups in float, one at a time, up to `max_float_steps`;
+every step (agreement and speed) is recorded in the manifest's accuracy report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..artifact import Artifact, describe_onnx, load_artifact, write_manifest
+from ..errors import CompileError
+from . import accuracy, trt_calib_cache
+from .calibration import DEFAULT_COUNT, Frames, FrameSet, load_frames
+from .quantize import QuantSettings, Ranges, collect_ranges, node_names, quantize_model
+
+log = logging.getLogger("lepton_edge.compile")
+
+FILES = {"fp32": "model.onnx", "int8-cpu": "model.int8-cpu.onnx",
+         "int8-device": "model.int8-device.onnx"}
+CACHE_FILE = "calibration.cache"
+# YOLOv8's head tail: everything in the Detect module but its two conv branches (the DFL box
+# decode, the per-scale and final Concat, the Sigmoid). Quantized, the model detects nothing.
+YOLO_TAIL = r"^/model\.\d+/(?!cv2|cv3)"
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """Everything `lepton-edge compile` was asked to do."""
+
+    model: Path
+    calib: Path
+    name: str
+    out_root: Path = Path("engines")
+    eval_path: Path | None = None
+    count: int = DEFAULT_COUNT
+    quant: QuantSettings = field(default_factory=QuantSettings)
+    floor: float = 0.95
+    max_float_steps: int = 6
+    float_tail: bool = True
+    sensitivity_frames: int = 32
+    device: bool = True  # also write (and score) the TensorRT-shaped encoding
+    openvino: bool = True
+    plan: bool = False
+    state_dir: Path | None = None
+    trt_version: int = trt_calib_cache.DEFAULT_VERSION
+    progress: bool = True
+
+
+@dataclass
+class GateStep:
+    kept_in_float: list[str]
+    map50: float
+    map50_95: float
+    ms_per_frame: float
+
+    def as_dict(self, float_ms: float) -> dict[str, Any]:
+        return {"kept_in_float": list(self.kept_in_float), "map50": round(self.map50, 4),
+                "map50_95": round(self.map50_95, 4), "ms_per_frame": round(self.ms_per_frame, 2),
+                "speedup": round(float_ms / self.ms_per_frame, 2)}
+
+
+@contextmanager
+def step(name: str) -> Iterator[list[str]]:
+    """Log `compile: <name> ✓ <seconds>s <details>` or `✗` with the error; details are what the
+    step appends to the yielded list."""
+    details: list[str] = []
+    t0 = time.perf_counter()
+    try:
+        yield details
+    except Exception as err:
+        log.error("compile: %s ✗ %.1fs %s", name, time.perf_counter() - t0, err)
+        raise
+    log.info("compile: %s ✓ %.1fs %s", name, time.perf_counter() - t0, " ".join(details))
+
+
+def compile_model(opts: CompileOptions) -> Path:
+    """Run every step; return the artifact directory. Raises CompileError or ModelError."""
+    with step("model") as d:
+        out, base = prepare_output(opts)
+        d.append(f"{opts.model} -> {out}")
+    with step("frames") as d:
+        frames = load_frames(opts.calib, count=opts.count, size=base.input.default_size,
+                             eval_path=opts.eval_path)
+        frames = Frames(_geometry(frames.calibrate, base), _geometry(frames.evaluate, base),
+                        frames.source)
+        d.append(f"{len(frames.calibrate)} to calibrate, {len(frames.evaluate)} held out")
+    with step("calibrate") as d:
+        ranges = collect_ranges(out / FILES["fp32"], frames.calibrate, opts.quant,
+                                progress=_progress(opts, "calibrate"))
+        d.append(f"{ranges.frames} frames, {len(ranges.ranges)} tensors, {opts.quant.method}")
+    with step("float reference") as d:
+        reference = accuracy.detect(base, frames.evaluate, settings=accuracy.REFERENCE)
+        d.append(f"{reference.ms_per_frame:.1f} ms/frame")
+    with step("int8-cpu gate") as d:
+        kept, steps = gate(opts, out, base, frames, ranges, reference)
+        best = steps[-1]
+        d.append(f"mAP50 {best.map50:.3f} mAP50-95 {best.map50_95:.3f} "
+                 f"{len(kept)} nodes in float")
+    report: dict[str, Any] = {
+        "method": "agreement with fp32 (reference score >= 0.25; candidate score >= 0.001, "
+                  "NMS IoU 0.7), faster-coco-eval bbox",
+        "floor_map50": opts.floor,
+        "frames": len(frames.evaluate),
+        "evaluation_set": frames.evaluate.describe(),
+        "reference_boxes": best_boxes(reference, frames),
+        "fp32_ms_per_frame": round(reference.ms_per_frame, 2),
+        "int8-cpu": steps[-1].as_dict(reference.ms_per_frame),
+        "curve": [s.as_dict(reference.ms_per_frame) for s in steps],
+    }
+    models: dict[str, dict[str, Any]] = {
+        "fp32": {"file": FILES["fp32"], "precision": "fp32"},
+        "int8-cpu": {"file": FILES["int8-cpu"], "precision": "int8",
+                     "encoding": "qdq-u8s8", "activations": "uint8 asymmetric",
+                     "bias": "int32"},
+    }
+    if opts.device:
+        with step("int8-device") as d:
+            quantize_model(out / FILES["fp32"], ranges, out / FILES["int8-device"],
+                           encoding="int8-device", exclude=kept, settings=opts.quant)
+            score = _score(base, out, "int8-device", frames, reference)
+            report["int8-device"] = {**score.as_dict(reference.ms_per_frame),
+                                     "note": "run by ONNX Runtime on CPU; TensorRT consumes it"}
+            models["int8-device"] = {"file": FILES["int8-device"], "precision": "int8",
+                                     "encoding": "qdq-s8s8", "activations": "int8 symmetric",
+                                     "bias": "float"}
+            d.append(f"mAP50 {score.map50:.3f} mAP50-95 {score.map50_95:.3f}")
+    if opts.openvino:
+        openvino_step(opts, out, base, frames, reference, kept, models, report)
+    with step("calibration cache") as d:
+        scales = trt_calib_cache.scales_from_ranges(ranges.ranges)
+        trt_calib_cache.write_cache(out / CACHE_FILE, scales, version=opts.trt_version)
+        owner = models.get("int8-device", models["int8-cpu"])  # so the manifest hashes it
+        owner.setdefault("extra_files", []).append(CACHE_FILE)
+        d.append(f"{len(scales)} tensors, TRT-{opts.trt_version}")
+    if opts.plan:
+        plan_step(opts, out)
+    with step("manifest") as d:
+        manifest = dict(base.manifest)
+        manifest.update({
+            "name": opts.name,
+            "models": models,
+            "precisions": sorted({m["precision"] for m in models.values()}),
+            "calibration": {"source": frames.source, "frames": len(frames.calibrate),
+                            "sha256": frames.calibrate.sha256(),
+                            "sets": frames.calibrate.describe()},
+            "quantization": {**opts.quant.as_dict(), "float_tail": opts.float_tail,
+                             "kept_in_float": kept},
+            "accuracy": report,
+        })
+        path = write_manifest(out, manifest)
+        load_artifact(out)  # what the daemon will do: refuse it now, not on the camera
+        d.append(str(path))
+    return out
+
+
+def prepare_output(opts: CompileOptions) -> tuple[Path, Artifact]:
+    """Check the model, create `engines/<name>/` and put the float model in it (byte-identical)."""
+    src = opts.model
+    if not src.is_file():
+        raise CompileError(f"{src}: model file not found")
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", opts.name):
+        raise CompileError(f"--name {opts.name!r}: use letters, digits, '.', '_' or '-' only")
+    describe = describe_onnx(src)  # raises ModelError "not a valid ONNX model"
+    out = opts.out_root / opts.name
+    out.mkdir(parents=True, exist_ok=True)
+    dst = out / FILES["fp32"]
+    if not (dst.exists() and dst.resolve() == src.resolve()):
+        shutil.copyfile(src, dst)
+    describe["name"] = opts.name
+    describe["models"] = {"fp32": {"file": FILES["fp32"], "precision": "fp32"}}
+    if describe["family"] != "yolov8":
+        raise CompileError(f"{src}: model family {describe['family']!r} has no decoder for the "
+                           f"accuracy gate; only YOLOv8-style detect models compile for now")
+    base = _artifact(out, describe)
+    return out, base
+
+
+def _artifact(root: Path, manifest: dict[str, Any]) -> Artifact:
+    from ..artifact import InputInfo
+
+    inp = manifest["input"]
+    info = InputInfo(name=inp["name"], shape=tuple(inp["shape"]), stride=int(inp["stride"]),
+                     default_size=int(inp["default_size"]))
+    return Artifact(root=root, name=manifest["name"], family=manifest["family"], input=info,
+                    classes=tuple(manifest["classes"]), models=manifest["models"],
+                    manifest=manifest)
+
+
+def _with_model(base: Artifact, root: Path, encoding: str, file: str) -> Artifact:
+    models = {**base.models, encoding: {"file": file, "precision": "int8"}}
+    return dataclasses.replace(base, root=root, models=models)
+
+
+def _geometry(frames: FrameSet, base: Artifact) -> FrameSet:
+    return frames.with_input(base.input.default_size, base.input.fixed_hw, base.input.stride)
+
+
+def _progress(opts: CompileOptions, desc: str):
+    if not opts.progress:
+        return None
+    from tqdm import tqdm
+
+    return lambda it: tqdm(it, desc=f"compile: {desc}", unit="frame", leave=False)
+
+
+def _score(base: Artifact, out: Path, encoding: str, frames: Frames,
+           reference: accuracy.Run) -> GateStep:
+    art = _with_model(base, out, encoding, FILES[encoding])
+    run = accuracy.detect(art, frames.evaluate, precision="int8")
+    s = accuracy.agreement(reference.detections, run.detections)
+    return GateStep([], s.map50, s.map50_95, run.ms_per_frame)
+
+
+def best_boxes(reference: accuracy.Run, frames: Frames) -> int:
+    return int(sum(int((d.score >= accuracy.REFERENCE.score).sum())
+                   for d in reference.detections))
+
+
+def tail_nodes(model: Path) -> list[str]:
+    """The YOLO head tail's node names (kept in float from the start)."""
+    return [n for n in node_names(model) if re.match(YOLO_TAIL, n) and _in_head(n, model)]
+
+
+def _in_head(name: str, model: Path, _cache: dict[Path, str] = {}) -> bool:  # noqa: B006
+    if model not in _cache:
+        # the Detect module is the one that makes the last node
+        _cache[model] = node_names(model)[-1].split("/")[1]
+    return name.split("/")[1] == _cache[model]
+
+
+def conv_groups(model: Path, exclude: set[str]) -> dict[str, list[str]]:
+    """Quantizable groups: each Conv with its activation (`/model.2/cv1/` -> conv, Sigmoid,
+    Mul), keyed by the group prefix; nodes already excluded are left out."""
+    names = node_names(model)
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        if n.endswith("/Conv") and n not in exclude:
+            key = n.rsplit("/", 2)[0] + "/" if n.endswith("/conv/Conv") else n
+            groups[key] = [m for m in names if m.startswith(key) and m not in exclude] \
+                if key.endswith("/") else [n]
+    return groups
+
+
+def gate(opts: CompileOptions, out: Path, base: Artifact, frames: Frames, ranges: Ranges,
+         reference: accuracy.Run) -> tuple[list[str], list[GateStep]]:
+    """Quantize the CPU encoding and gate it; returns the nodes kept in float and the curve."""
+    fp = out / FILES["fp32"]
+    kept = tail_nodes(fp) if opts.float_tail else []
+    steps: list[GateStep] = []
+
+    def attempt(exclude: list[str], label: list[str]) -> GateStep:
+        quantize_model(fp, ranges, out / FILES["int8-cpu"], encoding="int8-cpu",
+                       exclude=exclude, settings=opts.quant)
+        s = _score(base, out, "int8-cpu", frames, reference)
+        s.kept_in_float = label
+        log.info("compile: gate step %d: %s in float: mAP50 %.3f mAP50-95 %.3f, %.1f ms/frame",
+                 len(steps), ", ".join(label) or "nothing", s.map50, s.map50_95, s.ms_per_frame)
+        steps.append(s)
+        return s
+
+    head = ["head tail"] if opts.float_tail else []
+    current = attempt(kept, head)
+    if current.map50 >= opts.floor or opts.max_float_steps <= 0:
+        return _verdict(opts, kept, steps)
+    ranking = sensitivity(opts, out, base, frames, ranges, kept)
+    label = list(head)
+    for key, nodes in ranking[: opts.max_float_steps]:
+        kept = kept + nodes
+        label = [*label, key]
+        current = attempt(kept, label)
+        if current.map50 >= opts.floor:
+            break
+    return _verdict(opts, kept, steps)
+
+
+def _verdict(opts: CompileOptions, kept: list[str],
+             steps: list[GateStep]) -> tuple[list[str], list[GateStep]]:
+    last = steps[-1]
+    if last.map50 >= opts.floor:
+        return kept, steps
+    tried = "; ".join(f"{', '.join(s.kept_in_float) or 'nothing'} in float -> "
+                      f"{s.map50:.3f}" for s in steps)
+    raise CompileError(
+        f"INT8 accuracy gate failed: agreement mAP50 {last.map50:.3f} < floor {opts.floor} "
+        f"after {len(steps)} step(s) ({tried}); allow more layers in float with "
+        f"--max-float-steps, try --calib-method, or lower --floor")
+
+
+def sensitivity(opts: CompileOptions, out: Path, base: Artifact, frames: Frames,
+                ranges: Ranges, kept: list[str]) -> list[tuple[str, list[str]]]:
+    """Rank conv groups by how much keeping each one alone in float brings the CPU model's raw
+    outputs closer to float's, on a few held-out frames (most helpful first)."""
+    fp = out / FILES["fp32"]
+    n = min(opts.sensitivity_frames, len(frames.evaluate))
+    idx = [round(i * (len(frames.evaluate) - 1) / max(1, n - 1)) for i in range(n)]
+    sub = FrameSet([frames.evaluate.frames[i] for i in idx],
+                   [frames.evaluate.origins[i] for i in idx],
+                   frames.evaluate.size, frames.evaluate.fixed, frames.evaluate.stride)
+    ref = accuracy.raw_outputs(base, sub)
+    probe = out / "sensitivity.onnx"
+    art = _with_model(base, out, "int8-cpu", probe.name)
+    scores: list[tuple[float, str, list[str]]] = []
+    groups = conv_groups(fp, set(kept))
+    wrap = _progress(opts, "sensitivity")
+    items = list(groups.items())
+    try:
+        for k in wrap(range(len(items))) if wrap else range(len(items)):
+            key, nodes = items[k]
+            quantize_model(fp, ranges, probe, encoding="int8-cpu", exclude=kept + nodes,
+                           settings=opts.quant)
+            err = accuracy.output_error(ref, accuracy.raw_outputs(art, sub, precision="int8"))
+            scores.append((err, key, nodes))
+    finally:
+        probe.unlink(missing_ok=True)
+    scores.sort(key=lambda t: t[0])
+    log.info("compile: most sensitive: %s",
+             ", ".join(f"{k} ({e:.4f})" for e, k, _ in scores[:8]))
+    return [(k, nodes) for _, k, nodes in scores]
+
+
+def openvino_step(opts: CompileOptions, out: Path, base: Artifact, frames: Frames,
+                  reference: accuracy.Run, kept: list[str], models: dict[str, Any],
+                  report: dict[str, Any]) -> None:
+    """The OpenVINO engineer's NNCF encoding, when that module is present and can run."""
+    try:
+        from . import openvino_int8  # type: ignore[attr-defined]
+    except ImportError:
+        log.info("compile: int8-openvino skipped (lepton_edge.compiler.openvino_int8 missing)")
+        return
+    ok, why = openvino_int8.available()
+    if not ok:
+        log.info("compile: int8-openvino skipped (%s)", why)
+        return
+    with step("int8-openvino") as d:
+        patterns = [YOLO_TAIL.replace(r"\d+", base_head(out))] if opts.float_tail else []
+        files = openvino_int8.quantize_openvino(out / FILES["fp32"], frames.calibrate, out,
+                                                ignored_patterns=patterns)
+        models["int8-openvino"] = {"file": files[0], "extra_files": list(files[1:]),
+                                   "precision": "int8", "encoding": "openvino-nncf"}
+        art = dataclasses.replace(base, root=out, models={**base.models, **models})
+        run = accuracy.detect(art, frames.evaluate, backend="openvino", precision="int8")
+        s = accuracy.agreement(reference.detections, run.detections)
+        report["int8-openvino"] = {"map50": round(s.map50, 4), "map50_95": round(s.map50_95, 4),
+                                   "ms_per_frame": round(run.ms_per_frame, 2),
+                                   "backend": "openvino"}
+        d.append(f"mAP50 {s.map50:.3f} mAP50-95 {s.map50_95:.3f}")
+
+
+def base_head(out: Path) -> str:
+    return re.escape(node_names(out / FILES["fp32"])[-1].split("/")[1].split(".")[-1])
+
+
+def plan_step(opts: CompileOptions, out: Path) -> None:
+    """Build the TensorRT plan of the device encoding into the engine cache (`--plan`)."""
+    try:
+        from . import tensorrt_plan  # type: ignore[attr-defined]
+    except ImportError as err:
+        raise CompileError("--plan needs lepton_edge.compiler.tensorrt_plan, which is not "
+                           "installed in this build") from err
+    ok, why = tensorrt_plan.available()
+    if not ok:
+        raise CompileError(f"--plan: TensorRT cannot build here ({why}); install "
+                           f"'lepton-edge[tensorrt]' on a machine with an NVIDIA GPU, or drop "
+                           f"--plan (the daemon builds the plan on first start)")
+    with step("tensorrt plan") as d:
+        state = opts.state_dir or out / "cache"
+        path = tensorrt_plan.build_plan(out / FILES["int8-device"], state)
+        d.append(str(path))

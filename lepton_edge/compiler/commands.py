@@ -1,0 +1,136 @@
+"""The `compile` and `eval` subcommands (wired into `lepton-edge` by lepton_edge.cli).
+
+Errors are CompileError / ModelError with one clear line; the CLI prints it and exits with its
+`exit_code`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from ..errors import CompileError
+from .calibration import DEFAULT_COUNT, DEFAULT_EVAL_COUNT
+from .quantize import METHODS, QuantSettings
+from .trt_calib_cache import DEFAULT_VERSION
+
+log = logging.getLogger("lepton_edge.compile")
+
+
+def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", type=Path, help="float ONNX model (an Ultralytics export)")
+    parser.add_argument("--calib", type=Path, required=True,
+                        help="calibration frames: an image folder, a video, or a YAML spec "
+                             "(calibration/yolov8n.yaml) that also names held-out frames")
+    parser.add_argument("--name", required=True, help="artifact name: writes engines/NAME/")
+    parser.add_argument("--out", type=Path, default=Path("engines"),
+                        help="folder the artifact directory goes in (default: engines)")
+    parser.add_argument("--eval", dest="eval_path", type=Path, default=None,
+                        help="held-out frames for the accuracy gate (default: from --calib)")
+    parser.add_argument("--calib-count", type=int, default=DEFAULT_COUNT,
+                        help=f"frames sampled from a video or folder (default {DEFAULT_COUNT})")
+    parser.add_argument("--calib-method", choices=METHODS, default="percentile",
+                        help="activation range calibration (default percentile)")
+    parser.add_argument("--percentile", type=float, default=99.999,
+                        help="percentile of |x| kept by --calib-method percentile")
+    parser.add_argument("--floor", type=float, default=0.95,
+                        help="minimum agreement mAP50 with float (default 0.95)")
+    parser.add_argument("--max-float-steps", type=int, default=6,
+                        help="conv groups the gate may keep in float, one per step (default 6)")
+    parser.add_argument("--no-float-tail", action="store_true",
+                        help="quantize the YOLO head tail too (the gate will refuse it)")
+    parser.add_argument("--no-device", action="store_true",
+                        help="skip the TensorRT-shaped (symmetric) encoding")
+    parser.add_argument("--no-openvino", action="store_true", help="skip the OpenVINO encoding")
+    parser.add_argument("--plan", action="store_true",
+                        help="also build the TensorRT plan (needs TensorRT and a GPU)")
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help="engine cache for --plan (default: ARTIFACT/cache)")
+    parser.add_argument("--trt-version", type=int, default=DEFAULT_VERSION,
+                        help=f"version in the calibration cache header (default {DEFAULT_VERSION})")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run_compile(args: argparse.Namespace) -> int:
+    from .build import CompileOptions, compile_model
+
+    _logging()
+    if not 0.0 <= args.floor <= 1.0:
+        raise CompileError(f"--floor must be between 0 and 1, got {args.floor}")
+    if not 0.0 < args.percentile <= 100.0:
+        raise CompileError(f"--percentile must be in (0, 100], got {args.percentile}")
+    opts = CompileOptions(
+        model=args.model, calib=args.calib, name=args.name, out_root=args.out,
+        eval_path=args.eval_path, count=args.calib_count,
+        quant=QuantSettings(method=args.calib_method, percentile=args.percentile),
+        floor=args.floor, max_float_steps=args.max_float_steps,
+        float_tail=not args.no_float_tail, device=not args.no_device,
+        openvino=not args.no_openvino, plan=args.plan, state_dir=args.state_dir,
+        trt_version=args.trt_version, progress=not args.no_progress,
+    )
+    out = compile_model(opts)
+    print(f"compiled {out}")
+    return 0
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("artifact", type=Path, help="artifact directory (engines/NAME)")
+    parser.add_argument("--data", type=Path, required=True,
+                        help="frames: image folder, video, or YAML spec (its evaluate section)")
+    parser.add_argument("--coco", type=Path, default=None,
+                        help="COCO-format annotations for --data images: score against ground "
+                             "truth instead of against the float model")
+    parser.add_argument("--count", type=int, default=DEFAULT_EVAL_COUNT,
+                        help=f"frames sampled from a video (default {DEFAULT_EVAL_COUNT})")
+    parser.add_argument("--backend", default="onnxruntime",
+                        help="backend that runs the encodings (default onnxruntime)")
+    parser.add_argument("--precision", action="append", default=None,
+                        help="precision to score (repeatable; default: every one in the artifact)")
+    parser.add_argument("--json", action="store_true", help="print the scores as JSON")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from ..artifact import load_artifact
+    from . import accuracy
+    from .calibration import load_frames_only
+
+    _logging()
+    art = load_artifact(args.artifact)
+    frames = load_frames_only(args.data, count=args.count)
+    if not len(frames):
+        raise CompileError(f"{args.data}: no frames to evaluate")
+    precisions = args.precision or sorted({m["precision"] for m in art.models.values()})
+    truth = None
+    if args.coco is not None:
+        if not args.coco.is_file():
+            raise CompileError(f"{args.coco}: annotations file not found")
+        try:
+            annotations = json.loads(args.coco.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise CompileError(f"{args.coco}: not COCO JSON ({err})") from err
+        truth = accuracy.coco_truth(annotations, frames.origins, art.classes)
+    else:
+        reference = accuracy.detect(art, frames, backend=args.backend, precision="fp32",
+                                    settings=accuracy.REFERENCE)
+    rows = {}
+    for precision in precisions:
+        run = accuracy.detect(art, frames, backend=args.backend, precision=precision)
+        score = (accuracy.coco_map(truth, run.detections) if truth is not None
+                 else accuracy.agreement(reference.detections, run.detections))
+        rows[precision] = {**score.as_dict(), "ms_per_frame": round(run.ms_per_frame, 2)}
+    against = "COCO ground truth" if truth is not None else "fp32 detections (agreement)"
+    if args.json:
+        print(json.dumps({"against": against, "scores": rows}, indent=2))
+    else:
+        print(f"{art.root} on {len(frames)} frames of {args.data}, against {against}:")
+        for p, r in rows.items():
+            print(f"  {p:6s} mAP50 {r['map50']:.3f}  mAP50-95 {r['map50_95']:.3f}  "
+                  f"{r['ms_per_frame']:.1f} ms/frame")
+    return 0
+
+
+def _logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
