@@ -10,7 +10,7 @@ comma := ,
 CONFIG ?= deploy/bench.yaml
 ENDPOINT ?= tcp://127.0.0.1:5556
 
-.PHONY: venv run test lint faults bench engines system-deps gpu-deps clean
+.PHONY: venv run test test-slow lint faults bench engines system-deps gpu-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,11 @@ lint: venv
 	$(BIN)/ruff check lepton_edge tests bench
 
 test: venv system-deps lint
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra -m "not slow"
+
+# Minutes-long checks (full-clip float vs INT8 diffs against the gate); .ci/run runs them too.
+test-slow: venv system-deps
+	$(BIN)/python -m pytest -q -ra -m slow
 
 faults: venv system-deps
 	$(BIN)/python -m pytest -q -ra tests/faults
