@@ -200,7 +200,7 @@ def _key_path(loc: list[Any]) -> str:
     return out
 
 
-def _reason(e: dict[str, Any]) -> str:
+def _reason(e: Any) -> str:
     kind = e["type"]
     if kind == "missing":
         return "required"

@@ -146,7 +146,7 @@ class Daemon:
         backend = self.backend = create_backend(config.backend, artifact, backend_options(config))
         backend.open()
         spec = backend.input
-        fixed = (spec.shape[2], spec.shape[3]) if not spec.dynamic_hw else None
+        fixed = (int(spec.shape[2]), int(spec.shape[3])) if not spec.dynamic_hw else None  # type: ignore[arg-type]
         self._warm_up(backend, fixed or (config.input_size, config.input_size))
         self._ctx = zmq.Context()
         publisher = self.publisher = Publisher(self._ctx, config.publish,

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import zmq
 
@@ -32,7 +32,7 @@ class Publisher:
         self._sock: zmq.Socket | None = None
         self._record_path = record
         self._record: IO[bytes] | None = None
-        self._auth = None
+        self._auth: Any = None
         self.subscriptions = 0
         self.sent = 0
         self.send_errors = 0

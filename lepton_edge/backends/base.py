@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -105,17 +105,32 @@ class ImageInputBackend(Backend, Protocol):
 
 
 class BackendBase:
-    """Shared plumbing: context manager and idempotent close. Not required by the protocol."""
+    """Shared plumbing for implementations: context manager, the `input` spec once open, and
+    one batch in flight by default. Not required by the protocol."""
 
     name = "base"
     precision = "fp32"
+    _input: TensorSpec | None = None
 
-    def __enter__(self):
+    def open(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
         self.open()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def input(self) -> TensorSpec:
+        """The model input; known only once open (check protocols with isinstance after open)."""
+        if self._input is None:
+            raise RuntimeError(f"{self.name} backend is not open: call open() first")
+        return self._input
 
     @property
     def max_in_flight(self) -> int:

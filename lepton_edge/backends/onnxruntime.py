@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,7 @@ class OnnxRuntimeBackend(BackendBase):
         self.options = options
         self.precision = options.precision
         self.encoding, self.model_path = artifact.pick("onnxruntime", options.precision)
-        self._session = None
+        self._session: Any = None
         self._input: TensorSpec | None = None
         self._output_names: list[str] = []
 
@@ -65,13 +66,8 @@ class OnnxRuntimeBackend(BackendBase):
                  self.encoding, ",".join(self._session.get_providers()))
 
     def close(self) -> None:
-        self._session = None
+        self._session: Any = None
 
-    @property
-    def input(self) -> TensorSpec:
-        if self._input is None:
-            raise RuntimeError("backend is not open")
-        return self._input
 
     def submit(self, batch: np.ndarray) -> InferenceHandle:
         if self._session is None:

@@ -195,11 +195,6 @@ class TensorRtBackend(BackendBase):
 
     # ------------------------------------------------------------------ inference
 
-    @property
-    def input(self) -> TensorSpec:
-        if self._input is None:
-            raise RuntimeError("backend is not open")
-        return self._input
 
     @property
     def max_in_flight(self) -> int:

@@ -1,0 +1,286 @@
+"""OpenVINO backend: x86 boxes without an NVIDIA GPU (CPU, Intel iGPU, NPU, AUTO).
+
+Runs the artifact's float model (`fp32` with the f32 inference hint, `bf16` where the device
+reports BF16, `fp16` where it reports FP16) or its OpenVINO INT8 model (`int8-openvino`, NNCF;
+else the ONNX Runtime Q/DQ model `int8-cpu`). Inference is asynchronous: under the THROUGHPUT
+hint OpenVINO says how many requests keep the device busy (`max_in_flight`, 2 on a 2-core CPU),
+and `submit()` starts one of them. Dynamic H/W models are reshaped to each new input shape on
+first use and compiled once per shape; compiled blobs are cached in `state_dir/openvino-cache`.
+
+`import openvino` happens in `open()` only, so the plain CPU path never needs it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..artifact import Artifact
+from ..errors import BackendUnavailableError, ConfigError, ModelError
+from .base import BackendBase, BackendOptions, InferenceHandle, TensorSpec
+
+log = logging.getLogger(__name__)
+
+CACHE_SUBDIR = "openvino-cache"
+# Devices that stand for other devices: not listed in `Core.available_devices`.
+VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
+# `precision` -> (INFERENCE_PRECISION_HINT, capability the device must report, or None).
+PRECISIONS: dict[str, tuple[str | None, str | None]] = {
+    "fp32": ("f32", None),
+    "bf16": ("bf16", "BF16"),
+    "fp16": ("f16", "FP16"),
+    "int8": (None, None),  # the float parts keep the device's default (bf16 on AVX512_BF16)
+}
+# Keys this backend reads from `BackendOptions.extra`.
+EXTRA_KEYS = {
+    "hint": "throughput (default: as many requests in flight as OpenVINO says) or latency (1)",
+    "requests": "number of infer requests in flight, overriding OpenVINO's optimum",
+}
+
+
+def available() -> tuple[bool, str]:
+    """Whether OpenVINO imports and sees a device; never raises."""
+    try:
+        import openvino as ov
+
+        devices = ov.Core().available_devices
+    except Exception as err:  # ImportError, or a broken plugin install raising RuntimeError
+        return False, f"openvino cannot be used ({type(err).__name__}: {err})"
+    if not devices:
+        return False, "openvino sees no device"
+    return True, f"openvino {ov.__version__} on {', '.join(devices)}"
+
+
+def device_capabilities(core: Any, device: str) -> list[str]:
+    """The device's OPTIMIZATION_CAPABILITIES (e.g. ['BF16', 'FP32', 'INT8', ...]).
+    The one place the backend asks the hardware what it can do."""
+    return list(core.get_property(device, "OPTIMIZATION_CAPABILITIES"))
+
+
+class _Handle:
+    """One batch in flight on one infer request; `wait()` copies the outputs out."""
+
+    __slots__ = ("_batch", "_outputs", "_slot")
+
+    def __init__(self, slot: _Slot, batch: np.ndarray) -> None:
+        self._slot = slot
+        self._batch: np.ndarray | None = batch  # OpenVINO reads it in place until done
+        self._outputs: list[np.ndarray] | None = None
+
+    def wait(self) -> list[np.ndarray]:
+        if self._outputs is None:
+            request = self._slot.request
+            request.wait()
+            # The request's output tensors are overwritten by its next run: copy them out.
+            self._outputs = [np.array(t.data, copy=True) for t in request.output_tensors]
+            self._slot.pending = None
+            self._batch = None
+        return self._outputs
+
+
+class _Slot:
+    __slots__ = ("pending", "request")
+
+    def __init__(self, request: Any) -> None:
+        self.request = request
+        self.pending: _Handle | None = None
+
+
+class _Compiled:
+    """A model compiled for one input shape and its ring of infer requests."""
+
+    def __init__(self, compiled: Any, requests: int) -> None:
+        self.compiled = compiled
+        self.slots = [_Slot(compiled.create_infer_request()) for _ in range(requests)]
+        self.next = 0
+
+
+class OpenVinoBackend(BackendBase):
+    """Runs the artifact through OpenVINO's runtime with asynchronous infer requests."""
+
+    name = "openvino"
+
+    def __init__(self, artifact: Artifact, options: BackendOptions) -> None:
+        if options.precision not in PRECISIONS:
+            raise ConfigError(f"precision: openvino runs {', '.join(PRECISIONS)}, "
+                              f"got {options.precision!r}")
+        unknown = sorted(set(options.extra) - set(EXTRA_KEYS))
+        if unknown:
+            known = "; ".join(f"{k}: {v}" for k, v in EXTRA_KEYS.items())
+            raise ConfigError(f"extra: openvino does not know {', '.join(unknown)} ({known})")
+        hint = options.extra.get("hint", "throughput").lower()
+        if hint not in ("throughput", "latency"):
+            raise ConfigError(f"extra.hint: expected throughput or latency, got {hint!r}")
+        self._requests_override = _positive_int(options.extra.get("requests"))
+        self.artifact = artifact
+        self.options = options
+        self.precision = options.precision
+        self.device = options.device.upper() if options.device else "CPU"
+        self.hint = hint.upper()
+        self.encoding, self.model_path = artifact.pick("openvino", options.precision)
+        self._core: Any = None
+        self._model: Any = None
+        self._config: dict[str, Any] = {}
+        self._input: TensorSpec | None = None
+        self._compiled: dict[tuple[int, ...], _Compiled] = {}
+        self._requests = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def open(self) -> None:
+        if self._model is not None:
+            return
+        try:
+            import openvino as ov
+        except ImportError as err:
+            raise BackendUnavailableError(
+                f"openvino cannot be imported ({err}); install it: pip install "
+                f"'lepton-edge[openvino]'") from err
+        core = ov.Core()
+        self._check_device(core)
+        hint_precision, capability = PRECISIONS[self.precision]
+        if capability is not None:
+            self._check_capability(core, capability)
+        if self.options.state_dir is not None:
+            cache = Path(self.options.state_dir) / CACHE_SUBDIR
+            cache.mkdir(parents=True, exist_ok=True)
+            core.set_property({"CACHE_DIR": str(cache)})
+        config: dict[str, Any] = {"PERFORMANCE_HINT": self.hint}
+        if hint_precision is not None:
+            config["INFERENCE_PRECISION_HINT"] = hint_precision
+        if self.options.threads:
+            config["INFERENCE_NUM_THREADS"] = self.options.threads
+        self._model = self._load(ov, core)
+        self._config = config
+        self._core = core
+        inp = self._model.inputs[0]
+        shape = tuple(d.get_length() if d.is_static else None for d in inp.get_partial_shape())
+        self._input = TensorSpec(inp.get_any_name(), shape, np.dtype(inp.get_element_type()
+                                                                      .to_dtype()))
+        log.info("openvino %s: %s (%s) on %s, %s hint, precision %s", ov.__version__,
+                 self.model_path.name, self.encoding, self.device, self.hint.lower(),
+                 hint_precision or "device default")
+
+    def close(self) -> None:
+        for entry in self._compiled.values():
+            for slot in entry.slots:
+                if slot.pending is not None:
+                    slot.request.wait()  # never free a request OpenVINO is still running
+        self._compiled.clear()
+        self._model = None
+        self._core = None
+
+    # -- protocol -------------------------------------------------------------------------
+
+
+    @property
+    def max_in_flight(self) -> int:
+        """OPTIMAL_NUMBER_OF_INFER_REQUESTS of the compiled model under the hint (or
+        `extra.requests`). Before the first batch, this compiles the default input shape."""
+        if not self._requests:
+            self._compile(self._default_shape())
+        return self._requests
+
+    def submit(self, batch: np.ndarray) -> InferenceHandle:
+        """Start `batch` (N,3,H,W) float32 on the next free request of its shape's model."""
+        if self._model is None:
+            raise RuntimeError("backend is not open")
+        entry = self._compiled.get(batch.shape) or self._compile(batch.shape)
+        slot = entry.slots[entry.next]
+        entry.next = (entry.next + 1) % len(entry.slots)
+        if slot.pending is not None:  # the caller overran max_in_flight: finish that one first
+            slot.pending.wait()
+        batch = np.ascontiguousarray(batch)
+        handle = _Handle(slot, batch)
+        slot.pending = handle
+        slot.request.start_async({0: batch}, share_inputs=True)
+        return handle
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _check_device(self, core: Any) -> None:
+        base = self.device.split(":")[0].split(".")[0]
+        if base in VIRTUAL_DEVICES:
+            return
+        devices = core.available_devices
+        if not any(d == self.device or d.split(".")[0] == base for d in devices):
+            raise BackendUnavailableError(
+                f"device: openvino has no {self.device!r} here (it sees "
+                f"{', '.join(devices) or 'nothing'}); set device to one of those or AUTO; a GPU "
+                f"or NPU needs Intel's driver (intel-opencl-icd / intel-level-zero-npu)")
+
+    def _check_capability(self, core: Any, capability: str) -> None:
+        try:
+            caps = device_capabilities(core, self.device)
+        except Exception as err:  # a device without the property: refuse rather than guess
+            raise BackendUnavailableError(
+                f"precision {self.precision}: cannot read OPTIMIZATION_CAPABILITIES of "
+                f"{self.device} ({err}); name a device explicitly (CPU, GPU, NPU)") from err
+        if capability not in caps:
+            raise BackendUnavailableError(
+                f"precision {self.precision}: device {self.device} does not support "
+                f"{capability} (its OPTIMIZATION_CAPABILITIES are {', '.join(caps) or 'empty'}); "
+                f"choose precision fp32 or int8, or a device with {capability}")
+
+    def _load(self, ov: Any, core: Any) -> Any:
+        path = self.model_path
+        if not path.is_file():
+            raise ModelError(f"{path}: model file not found; rebuild the artifact with "
+                             f"`lepton-edge compile`")
+        try:
+            if path.suffix == ".xml":
+                return core.read_model(str(path))
+            # convert_model, not read_model: read_model's ONNX frontend leaves conv biases
+            # behind a Reshape (INT8-NOTES.md, OpenVINO section); convert_model fuses them.
+            return ov.convert_model(str(path))
+        except Exception as err:  # OpenVINO raises RuntimeError/OpConversionFailure etc.
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ModelError(f"{path}: OpenVINO cannot load this model ({first}); the file may "
+                             f"be corrupt: re-copy it or rebuild the artifact") from err
+
+    def _default_shape(self) -> tuple[int, ...]:
+        spec = self.input
+        size = self.options.input_size
+        fixed = [1, 3, size, size]
+        return tuple(d if d is not None else fixed[i] for i, d in enumerate(spec.shape))
+
+    def _compile(self, shape: tuple[int, ...]) -> _Compiled:
+        spec = self.input
+        fits = len(shape) == len(spec.shape) and all(
+            want is None or want == got for want, got in zip(spec.shape, shape, strict=True))
+        if not fits:
+            want = "x".join("?" if d is None else str(d) for d in spec.shape)
+            raise ValueError(f"openvino: batch has shape {tuple(shape)}, the model takes {want}")
+        model = self._model.clone()
+        if any(d is None for d in spec.shape):
+            model.reshape({0: list(shape)})
+        try:
+            compiled = self._core.compile_model(model, self.device, self._config)
+        except Exception as err:  # RuntimeError from the plugin, e.g. an unsupported hint
+            raise BackendUnavailableError(
+                f"openvino could not compile {self.model_path.name} for {self.device} with "
+                f"{self._config} ({str(err).strip().splitlines()[0]})") from err
+        if not self._requests:
+            optimal = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            self._requests = self._requests_override or (1 if self.hint == "LATENCY"
+                                                         else max(1, optimal))
+            log.info("openvino: %d infer requests in flight (%s hint, optimal %d)",
+                     self._requests, self.hint.lower(), optimal)
+        entry = _Compiled(compiled, self._requests)
+        self._compiled[tuple(shape)] = entry
+        return entry
+
+
+def _positive_int(value: str | None) -> int:
+    if value is None:
+        return 0
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigError(f"extra.requests: expected a positive integer, got {value!r}")
+    return n

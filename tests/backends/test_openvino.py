@@ -1,0 +1,155 @@
+"""The OpenVINO backend against the real OpenVINO runtime and the bundled YOLOv8n artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from lepton_edge.artifact import load_artifact
+from lepton_edge.backends.base import Backend, BackendOptions
+from lepton_edge.decode import DecodeSettings, decode_yolov8
+from lepton_edge.errors import BackendUnavailableError, ConfigError, ModelError
+from lepton_edge.preprocess import letterbox
+
+pytest.importorskip("openvino", reason="needs the openvino extra: pip install "
+                                       "'lepton-edge[openvino]'")
+from lepton_edge.backends import openvino as ov_backend
+from lepton_edge.backends.openvino import OpenVinoBackend
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACT = REPO / "engines" / "yolov8n"
+IMAGES = REPO / "samples" / "images"
+# Objects YOLOv8n finds at score >= 0.79 in the bundled photos (float, ONNX Runtime); the
+# test asks for them at >= 0.5.
+KNOWN = {"dog.jpg": {"dog", "bicycle"}, "eagle.jpg": {"bird"}, "giraffe.jpg": {"giraffe", "zebra"},
+         "horses.jpg": {"horse"}, "kite.jpg": {"kite", "person"},
+         "person.jpg": {"person", "dog", "horse"}}
+
+
+@pytest.fixture(scope="module")
+def artifact():
+    return load_artifact(ARTIFACT)
+
+
+def _labels(backend: OpenVinoBackend, artifact, name: str) -> set[str]:
+    x, plan = letterbox(cv2.imread(str(IMAGES / name)))
+    out = backend.submit(x).wait()
+    dets = decode_yolov8(out[0][0], plan, DecodeSettings(score=0.5))
+    return {artifact.classes[c] for c in dets.class_id}
+
+
+def test_available_says_why() -> None:
+    ok, why = ov_backend.available()
+    assert ok and "openvino" in why
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_float_precisions_detect_known_objects(artifact, precision: str, tmp_path: Path) -> None:
+    if precision == "bf16" and "BF16" not in ov_backend.device_capabilities(
+            __import__("openvino").Core(), "CPU"):
+        pytest.skip("this CPU has no BF16 (the refusal is tested below)")
+    backend = OpenVinoBackend(artifact, BackendOptions(precision=precision, state_dir=tmp_path))
+    with backend:
+        assert isinstance(backend, Backend)  # (before open(), 3.11's check reads `input`)
+        assert backend.input.name == "images" and backend.input.dynamic_hw
+        assert backend.input.dtype == np.float32
+        hint = "f32" if precision == "fp32" else "bf16"
+        for name, want in KNOWN.items():
+            assert want <= _labels(backend, artifact, name), name
+        compiled = next(iter(backend._compiled.values())).compiled
+        assert compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == hint
+    assert any((tmp_path / "openvino-cache").iterdir()), "CACHE_DIR is in the state directory"
+
+
+def test_int8_falls_back_to_the_cpu_qdq_model_and_detects(artifact) -> None:
+    """Without an int8-openvino encoding, int8 runs the ONNX Runtime Q/DQ model; an artifact
+    with neither is refused naming the missing encodings. (The NNCF model itself is tested in
+    tests/compiler/test_openvino_int8.py, through this backend.)"""
+    if "int8-openvino" not in artifact.models and "int8-cpu" not in artifact.models:
+        with pytest.raises(ModelError, match="int8-openvino, int8-cpu"):
+            OpenVinoBackend(artifact, BackendOptions(precision="int8"))
+        return
+    with OpenVinoBackend(artifact, BackendOptions(precision="int8")) as backend:
+        assert {"dog", "bicycle"} <= _labels(backend, artifact, "dog.jpg")
+
+
+def test_bf16_refused_where_the_device_lacks_it(artifact, monkeypatch) -> None:
+    """The refusal path, by the property the backend reads (this CPU has BF16)."""
+    monkeypatch.setattr(ov_backend, "device_capabilities",
+                        lambda core, device: ["FP32", "INT8", "BIN", "EXPORT_IMPORT"])
+    backend = OpenVinoBackend(artifact, BackendOptions(precision="bf16"))
+    with pytest.raises(BackendUnavailableError, match="OPTIMIZATION_CAPABILITIES") as err:
+        backend.open()
+    assert "does not support BF16" in str(err.value) and "fp32" in str(err.value)
+    backend.close()
+    backend.close()
+
+
+def test_async_requests_in_flight_give_each_frame_its_own_outputs(artifact) -> None:
+    """max_in_flight requests overlap; outputs are copies the caller owns, in submit order,
+    equal to running each frame alone. Two shapes (two cameras) share the in-flight budget."""
+    cap = cv2.VideoCapture(str(REPO / "samples" / "vtest.avi"))
+    frames = [cap.read()[1] for _ in range(6)]
+    bikes = cv2.VideoCapture(str(REPO / "samples" / "bikes.mp4")).read()[1]
+    inputs = [letterbox(f)[0] for f in frames[:3]] + [letterbox(bikes)[0]] + \
+             [letterbox(f)[0] for f in frames[3:]]
+    with OpenVinoBackend(artifact, BackendOptions(precision="fp32")) as backend:
+        n = backend.max_in_flight
+        assert n >= 1
+        alone = [backend.submit(x).wait()[0] for x in inputs]
+        pending, got = [], []
+        for x in inputs:
+            if len(pending) == n:
+                got.append(pending.pop(0).wait()[0])
+            pending.append(backend.submit(x))
+        got += [h.wait()[0] for h in pending]
+        first = got[0].copy()
+        backend.submit(inputs[1]).wait()  # reusing a request must not touch returned arrays
+        np.testing.assert_array_equal(got[0], first)
+        # a caller that overruns max_in_flight still gets every batch's own outputs
+        overrun = [backend.submit(x) for x in inputs[: n + 1]]
+        for h, a in zip(reversed(overrun), reversed(alone[: n + 1]), strict=True):
+            np.testing.assert_allclose(h.wait()[0], a, rtol=0, atol=1e-3)
+    assert [g.shape for g in got] == [a.shape for a in alone]
+    assert got[3].shape[2] != got[0].shape[2]  # 640x288 has fewer anchors than 640x512
+    for g, a in zip(got, alone, strict=True):
+        np.testing.assert_allclose(g, a, rtol=0, atol=1e-3)
+
+
+def test_latency_hint_keeps_one_request(artifact) -> None:
+    opts = BackendOptions(precision="fp32", extra={"hint": "latency"})
+    with OpenVinoBackend(artifact, opts) as backend:
+        assert backend.max_in_flight == 1
+
+
+@pytest.mark.parametrize(("options", "match"), [
+    (BackendOptions(precision="int4"), "precision: openvino runs"),
+    (BackendOptions(extra={"streams": "2"}), "extra: openvino does not know streams"),
+    (BackendOptions(extra={"hint": "fast"}), "extra.hint"),
+    (BackendOptions(extra={"requests": "0"}), "extra.requests"),
+])
+def test_bad_options_are_config_errors(artifact, options, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        OpenVinoBackend(artifact, options)
+
+
+def test_missing_device_says_what_is_there(artifact) -> None:
+    backend = OpenVinoBackend(artifact, BackendOptions(device="NPU"))
+    if "NPU" in __import__("openvino").Core().available_devices:
+        pytest.skip("this machine has an NPU")
+    with pytest.raises(BackendUnavailableError, match=r"no .NPU. here .*sees CPU"):
+        backend.open()
+
+
+def test_constructor_does_no_io(tmp_path: Path) -> None:
+    """Building the backend on an artifact whose model file is gone succeeds; open() says
+    which file is missing."""
+    (tmp_path / "model.onnx").write_bytes((ARTIFACT / "model.onnx").read_bytes())
+    art = load_artifact(tmp_path / "model.onnx")
+    (tmp_path / "model.onnx").unlink()
+    backend = OpenVinoBackend(art, BackendOptions())
+    with pytest.raises(ModelError, match="model file not found"):
+        backend.open()

@@ -1,0 +1,81 @@
+"""NNCF quantization of the bundled YOLOv8n into the `int8-openvino` encoding, loaded back
+through the OpenVINO backend (small and fast: 8 frames, fast bias correction)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from lepton_edge.artifact import MANIFEST, load_artifact, write_manifest
+from lepton_edge.backends.base import BackendOptions
+from lepton_edge.decode import DecodeSettings, decode_yolov8
+from lepton_edge.errors import CompileError
+from lepton_edge.preprocess import letterbox
+
+pytest.importorskip("nncf", reason="needs the openvino extra: pip install 'lepton-edge[openvino]'")
+from lepton_edge.backends.openvino import OpenVinoBackend
+from lepton_edge.compiler.openvino_int8 import available, quantize_openvino
+
+REPO = Path(__file__).resolve().parents[2]
+FLOAT_ONNX = REPO / "engines" / "yolov8n" / "model.onnx"
+
+
+def _calibration(n: int) -> list[np.ndarray]:
+    """n frames of vtest.avi (640x512 letterbox) and one of bikes.mp4 (640x288, left out)."""
+    cap = cv2.VideoCapture(str(REPO / "samples" / "vtest.avi"))
+    frames = []
+    for i in range(n * 10):
+        ok, frame = cap.read()
+        assert ok, "samples/vtest.avi is unreadable"
+        if i % 10 == 0:
+            frames.append(letterbox(frame)[0])
+    bikes = cv2.VideoCapture(str(REPO / "samples" / "bikes.mp4")).read()[1]
+    return [*frames, letterbox(bikes)[0]]
+
+
+def test_quantized_model_loads_through_the_backend_and_finds_the_dog(tmp_path: Path) -> None:
+    assert available()[0]
+    shutil.copy(FLOAT_ONNX, tmp_path / "model.onnx")
+    files = quantize_openvino(tmp_path / "model.onnx", _calibration(8), tmp_path,
+                              subset_size=8, fast_bias_correction=True)
+    assert files == ["openvino-int8/model.xml", "openvino-int8/model.bin"]
+    assert all((tmp_path / f).stat().st_size > 0 for f in files)
+
+    manifest = yaml.safe_load((REPO / "engines" / "yolov8n" / MANIFEST).read_text())
+    manifest["models"] = {
+        "fp32": {"file": "model.onnx", "precision": "fp32"},
+        "int8-openvino": {"file": files[0], "precision": "int8", "extra_files": files[1:]},
+    }
+    write_manifest(tmp_path, manifest)
+    art = load_artifact(tmp_path)
+    with OpenVinoBackend(art, BackendOptions(precision="int8")) as backend:
+        assert backend.encoding == "int8-openvino"
+        x, plan = letterbox(cv2.imread(str(REPO / "samples" / "images" / "dog.jpg")))
+        dets = decode_yolov8(backend.submit(x).wait()[0][0], plan, DecodeSettings(score=0.5))
+        found = {art.classes[c] for c in dets.class_id}
+        assert {"dog", "bicycle"} <= found
+        # the quantized IR keeps dynamic H and W: one file serves every letterbox shape
+        assert backend.input.dynamic_hw
+        bikes = cv2.VideoCapture(str(REPO / "samples" / "bikes.mp4")).read()[1]
+        assert backend.submit(letterbox(bikes)[0]).wait()[0].shape == (1, 84, 3780)
+
+
+@pytest.mark.parametrize(("calibration", "match"), [
+    ([], "calibration set is empty"),
+    ([np.zeros((3, 64, 64), np.float32)], r"frame 0 is float32 \(3, 64, 64\)"),
+    ([np.zeros((1, 3, 64, 64), np.uint8)], "frame 0 is uint8"),
+])
+def test_bad_calibration_is_refused(tmp_path: Path, calibration, match: str) -> None:
+    with pytest.raises(CompileError, match=match):
+        quantize_openvino(FLOAT_ONNX, calibration, tmp_path)
+
+
+def test_ignored_pattern_that_matches_nothing_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CompileError, match="no node matches"):
+        quantize_openvino(FLOAT_ONNX, _calibration(1), tmp_path,
+                          ignored_patterns=[r"/model\.99/"])
