@@ -9,6 +9,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .errors import LeptonError
@@ -57,7 +58,7 @@ def _cmd_subscribe(args: argparse.Namespace) -> int:
     counts: dict[str, int] = {}
     per_class: dict[str, int] = {}
     code = 0
-    with Subscriber(args.endpoint, args.camera or None) as sub:
+    with Subscriber(args.endpoint, args.camera or None, **_curve_options(args)) as sub:
         try:
             for msg in sub.messages(timeout=args.timeout):
                 if isinstance(msg, DetectionMessage):
@@ -89,6 +90,25 @@ def _cmd_subscribe(args: argparse.Namespace) -> int:
             if sub.invalid:
                 print(f"  {sub.invalid} malformed messages skipped")
     return code
+
+
+def _curve_options(args: argparse.Namespace) -> dict[str, Any]:
+    if not (args.curve_server_key or args.curve_client_key):
+        return {}
+    from .errors import ConfigError
+
+    if not (args.curve_server_key and args.curve_client_key):
+        raise ConfigError("--curve-server-key and --curve-client-key go together")
+    import zmq.auth
+
+    from .subscribe import load_client_keys
+
+    try:
+        server_public = zmq.auth.load_certificate(args.curve_server_key)[0]
+        client = load_client_keys(Path(args.curve_client_key))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"CURVE keys: {err}") from err
+    return {"curve_server_public": server_public, "curve_client_keys": client}
 
 
 def _format_detection(msg: object, as_json: bool) -> str:
@@ -141,6 +161,10 @@ def _add_subscribe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--until-stop", action="store_true",
                    help="exit when the daemon announces it is stopping")
     p.add_argument("--summary", action="store_true", help="print counts at the end")
+    p.add_argument("--curve-server-key", metavar="SERVER.key",
+                   help="the daemon's public key (CURVE); needs --curve-client-key")
+    p.add_argument("--curve-client-key", metavar="CLIENT.key_secret",
+                   help="this client's keypair, whose public half the daemon allows")
     p.set_defaults(func=_cmd_subscribe)
 
 
@@ -160,6 +184,7 @@ def _add_keys(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("keys", help="generate ZeroMQ CURVE keypairs")
     p.add_argument("--dir", default=".", help="where to write NAME.key and NAME.key_secret")
     p.add_argument("--name", default="server")
+    p.add_argument("--force", action="store_true", help="replace an existing keypair")
     p.set_defaults(func=_cmd_keys)
 
 

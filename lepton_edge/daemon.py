@@ -153,7 +153,8 @@ class Daemon:
                                                endpoint=self.options.endpoint,
                                                record=self.options.record)
         publisher.open()
-        only_files = all(c.mode in ("bench", "replay") and not c.loop for c in config.cameras)
+        only_files = all(c.mode in ("bench", "replay") and (not c.loop or c.max_frames is not None)
+                         for c in config.cameras)
         settings = PipelineSettings(
             model_name=artifact.name, precision=backend.precision, family=artifact.family,
             labels=artifact.classes, decode=decode, input_size=config.input_size,

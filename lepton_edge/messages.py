@@ -129,22 +129,23 @@ def decode(topic: bytes | str, payload: bytes | str) -> Message:
         raise MessageError(f"message is not UTF-8 ({err.reason} at byte {err.start})") from None
     try:
         body = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as err:
-        raise MessageError(f"payload is not JSON ({err})") from None
+    except (ValueError, RecursionError) as err:  # ValueError: also ints past 4300 digits
+        raise MessageError(f"payload is not JSON ({str(err)[:200]})") from None
     if not isinstance(body, dict):
         raise MessageError(f"payload must be a JSON object, got {type(body).__name__}")
     v = body.get("v")
     if not isinstance(v, int) or isinstance(v, bool):
         raise MessageError("payload has no integer 'v' (schema version)")
     if v != SCHEMA_VERSION:
-        raise MessageError(f"schema version {v} is not supported (this client reads "
+        raise MessageError(f"schema version {str(v)[:20]} is not supported (this client reads "
                            f"{SCHEMA_VERSION}); upgrade lepton-edge")
     if topic_s == HEALTH_TOPIC:
         return _decode_health(body)
     if topic_s.startswith(DET_PREFIX) and len(topic_s) > len(DET_PREFIX):
         msg = _decode_detections(body)
         if msg.camera != topic_s[len(DET_PREFIX):]:
-            raise MessageError(f"topic {topic_s!r} does not match camera {msg.camera!r}")
+            raise MessageError(f"topic {topic_s[:80]!r} does not match camera "
+                               f"{msg.camera[:80]!r}")
         return msg
     raise MessageError(f"unknown topic {topic_s[:80]!r} (expected 'det.<camera>' or 'health')")
 
@@ -160,7 +161,14 @@ def _get(body: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where
         raise MessageError(f"{where}{key}: expected {_names(kinds)}, got {type(value).__name__}")
     if isinstance(value, float) and not math.isfinite(value):
         raise MessageError(f"{where}{key}: must be finite, got {value}")
+    if isinstance(value, int) and not isinstance(value, bool) and not _in_int64(value):
+        raise MessageError(f"{where}{key}: integer out of the 64-bit range "
+                           f"({len(str(abs(value)))} digits)")
     return value
+
+
+def _in_int64(value: int) -> bool:
+    return -(2**63) <= value < 2**63
 
 
 def _names(kinds: tuple[type, ...]) -> str:
@@ -184,8 +192,8 @@ def _decode_detections(body: Mapping[str, Any]) -> DetectionMessage:
         box = _get(d, "box", list, where)
         if len(box) != 4:
             raise MessageError(f"{where}box: expected 4 numbers, got {len(box)} items")
-        if not all(isinstance(b, _NUM) and not isinstance(b, bool) and math.isfinite(b)
-                   for b in box):
+        if not all(isinstance(b, _NUM) and not isinstance(b, bool)
+                   and (_in_int64(b) if isinstance(b, int) else math.isfinite(b)) for b in box):
             raise MessageError(f"{where}box: expected 4 finite numbers, got {box!r:.80}")
         score = float(_get(d, "score", _NUM, where))
         if not 0.0 <= score <= 1.0:

@@ -43,7 +43,11 @@ class Publisher:
         sock.setsockopt(zmq.XPUB_VERBOSER, 1)  # every (un)subscribe, so the count is right
         sock.setsockopt(zmq.LINGER, 1000)  # at exit, a second to flush the last messages
         if self.settings.curve is not None:
-            self._setup_curve(sock)
+            try:
+                self._setup_curve(sock)
+            except BaseException:
+                sock.close(0)  # an open socket would block Context.term() at teardown forever
+                raise
         old_umask = None
         if self.endpoint.startswith("ipc://"):
             ipc_path = Path(self.endpoint[len("ipc://"):])

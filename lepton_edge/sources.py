@@ -190,6 +190,9 @@ class Source:
         self._last_error: str | None = None
         self._fps = 0.0
         self._last_frame_t: float | None = None
+        # The next Frame.index. An attribute, not a local of the capture loop: a stream lost
+        # mid-read raises out of _read_loop, and the count must survive the reconnect.
+        self._index = 0
 
     # ---------------------------------------------------------------- control
 
@@ -229,7 +232,6 @@ class Source:
 
     def _run(self) -> None:
         attempt = 0
-        index = 0
         while not self._stop.is_set():
             try:
                 cap = open_capture(self.url, self.cam)
@@ -241,7 +243,7 @@ class Source:
             delivered_before = self._frames
             try:
                 self._set_state(State.CONNECTED)
-                index, outcome = self._read_loop(cap, index)
+                outcome = self._read_loop(cap)
             except SourceError as err:
                 outcome = "lost"
                 # A source that delivered frames before failing starts its backoff afresh.
@@ -272,10 +274,9 @@ class Source:
         self._stop.wait(delay)
         return not self._stop.is_set()
 
-    def _read_loop(self, cap: cv2.VideoCapture, index: int) -> tuple[int, str]:
-        """Read until the stream ends, fails or stalls. Returns the next frame index and the
-        outcome: "loop" (reopen the file at once), "finished" or "stopped"; a lost or stalled
-        stream raises SourceError."""
+    def _read_loop(self, cap: cv2.VideoCapture) -> str:
+        """Read until the stream ends, fails or stalls. Returns the outcome: "loop" (reopen the
+        file at once), "finished" or "stopped"; a lost or stalled stream raises SourceError."""
         mode = self.cam.mode
         paced = self.kind == "file" and mode in ("live", "replay")
         fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
@@ -291,13 +292,18 @@ class Source:
                 self._set_state(State.FINISHED)
                 with self._ready:
                     self._ready.notify_all()
-                return index, "finished"
+                return "finished"
             t_start = time.monotonic()
             ok, image = cap.read()
             t_done = time.monotonic()
             if not ok or image is None:
                 if self.kind == "file":
-                    return index, self._end_of_file(read_in_file, expected)
+                    return self._end_of_file(read_in_file, expected)
+                if self.kind == "network" and t_done - last_fresh >= stale_after:
+                    # The server is up but sends nothing: reads time out (RTSP-NOTES), then
+                    # fail. Say so, rather than "read failed", so a stall is told from a drop.
+                    raise SourceError(f"{_redact(self.url)}: stalled: no fresh frame for "
+                                      f"{t_done - last_fresh:.1f} s (read timed out)")
                 raise SourceError(f"{_redact(self.url)}: stream ended or read failed")
             read_in_file += 1
             if self.kind == "network" and t_done - t_start >= stale_after:
@@ -311,13 +317,13 @@ class Source:
                 due = t0 + read_in_file * period
                 if self._stop.wait(max(0.0, due - time.monotonic())):
                     break
-            frame = Frame(self.id, index, image, time.time(), time.monotonic(),
+            frame = Frame(self.id, self._index, image, time.time(), time.monotonic(),
                           (t_done - t_start) * 1000.0)
             if not self._mailbox.put(frame, self._stop):
                 break
             self._count(frame.t_capture)
-            index += 1
-        return index, "stopped"
+            self._index += 1
+        return "stopped"
 
     def _end_of_file(self, read: int, expected: int) -> str:
         if read == 0:

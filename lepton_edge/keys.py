@@ -1,0 +1,78 @@
+"""`lepton-edge keys`: ZeroMQ CURVE keypairs for the publisher and its allowed subscribers.
+
+    lepton-edge keys --dir /etc/lepton-edge/keys --name server     # the daemon's keypair
+    lepton-edge keys --dir ./keys --name control-room               # one per subscriber
+
+Each run writes `NAME.key` (the public key: safe to copy, give it to the other side) and
+`NAME.key_secret` (the keypair, mode 0600: never leaves its machine), in the ZeroMQ
+certificate format that `zmq.auth` reads. The daemon's config then names its secret file and a
+directory holding the public `.key` files of the clients it accepts:
+
+    publish:
+      curve: {server_secret_key: keys/server.key_secret, allowed_clients: keys/clients}
+
+An existing key is never overwritten unless `--force` is given: replacing a server key cuts
+off every subscriber that trusts the old one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from pathlib import Path
+
+from .errors import ConfigError
+
+SECRET_MODE = 0o600
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def key_paths(directory: Path, name: str) -> tuple[Path, Path]:
+    """(public, secret) file paths of keypair `name` in `directory`."""
+    return directory / f"{name}.key", directory / f"{name}.key_secret"
+
+
+def create_keypair(directory: Path, name: str, *, force: bool = False) -> tuple[Path, Path]:
+    """Write a new CURVE keypair; returns (public file, secret file). The secret file is
+    created with mode 0600 (no moment where others could read it). Raises ConfigError when a
+    file exists and `force` is False, or when the name or directory is unusable."""
+    import zmq
+    import zmq.auth
+
+    if not _NAME.match(name) or name.startswith("."):
+        raise ConfigError(f"keys --name: {name!r} must be letters, digits, '_', '-' or '.' "
+                          f"(it becomes a file name), e.g. server or camera-hall")
+    if not zmq.has("curve"):
+        raise ConfigError("this libzmq has no CURVE support; install pyzmq's wheels from PyPI "
+                          "(they bundle libsodium) or a libzmq built with it")
+    public, secret = key_paths(directory, name)
+    existing = [p for p in (public, secret) if p.exists()]
+    if existing and not force:
+        raise ConfigError(f"{existing[0]} already exists; keeping it (subscribers may trust it). "
+                          f"Pass --force to replace the keypair, or choose another --name")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for path in existing:
+            path.unlink()  # create_certificates would keep the old file's mode
+        old_umask = os.umask(0o077)
+        try:
+            made_public, made_secret = zmq.auth.create_certificates(str(directory), name)
+        finally:
+            os.umask(old_umask)
+        os.chmod(made_secret, SECRET_MODE)
+        os.chmod(made_public, 0o644)  # the public half is meant to be copied around
+    except OSError as err:
+        raise ConfigError(f"keys --dir: cannot write keys in {directory} ({err.strerror})") \
+            from err
+    return Path(made_public), Path(made_secret)
+
+
+def main_keys(args: argparse.Namespace) -> int:
+    """The `keys` subcommand: prints which file is public and which is secret."""
+    directory = Path(args.dir)
+    public, secret = create_keypair(directory, args.name, force=getattr(args, "force", False))
+    print(f"public key: {public}  (give this to the other side: a client's goes into the "
+          f"daemon's publish.curve.allowed_clients directory, the server's to every client)")
+    print(f"secret key: {secret}  (mode 0600; keep it on this machine, never copy it)")
+    return 0
