@@ -117,7 +117,8 @@ def open_capture(url: str, cam: Camera) -> cv2.VideoCapture:
                   cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(cam.read_timeout * 1000),
                   cv2.CAP_PROP_N_THREADS, 1]
         cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
-        why = f"no stream within {cam.open_timeout:g} s (nothing listening, or not a stream)"
+        why = (f"no stream within {cam.open_timeout:g} s (connection refused or nothing "
+               f"listening, wrong path, or not a stream)")
     if not cap.isOpened():
         cap.release()
         raise SourceError(f"{_redact(url)}: cannot open: {why}")
