@@ -5,6 +5,11 @@ the gate measures what the daemon will run. Agreement: the float model's detecti
 >= 0.25 are the reference boxes; the candidate's detections (score >= 0.001, NMS IoU 0.7, at
 most 300, as COCO evaluation is done) are scored against them with faster-coco-eval
 (mAP50, mAP50-95). 1.0 means the candidate finds what float finds, ranked alike.
+
+COCO mAP averages classes with equal weight, so on a few hundred frames it is dominated by
+classes with 2 to 5 reference boxes (their AP is 0, 0.5 or 1). Every score therefore also
+carries the same evaluation restricted to classes with at least `min_class_boxes` (20)
+reference boxes (`map50_min20`); the gate's floor applies to the all-class mAP50.
 """
 
 from __future__ import annotations
@@ -28,20 +33,41 @@ log = logging.getLogger(__name__)
 
 REFERENCE = DecodeSettings(score=0.25, iou=0.7, max_detections=300)
 CANDIDATE = DecodeSettings(score=0.001, iou=0.7, max_detections=300)
+MIN_CLASS_BOXES = 20
 
 
 @dataclass(frozen=True)
 class Score:
-    """mAP50 and mAP50-95 of one candidate, over `frames` frames and `boxes` reference boxes."""
+    """mAP50 and mAP50-95 of one candidate, over `frames` frames and `boxes` reference boxes in
+    `classes` classes; `*_min` are the same over the `classes_min` classes that have at least
+    `min_class_boxes` reference boxes (None when no class has that many)."""
 
     map50: float
     map50_95: float
     frames: int
     boxes: int
+    classes: int = 0
+    map50_min: float | None = None
+    map50_95_min: float | None = None
+    classes_min: int = 0
+    min_class_boxes: int = MIN_CLASS_BOXES
 
     def as_dict(self) -> dict[str, Any]:
         return {"map50": round(self.map50, 4), "map50_95": round(self.map50_95, 4),
-                "frames": self.frames, "reference_boxes": self.boxes}
+                "frames": self.frames, "reference_boxes": self.boxes, **self.restricted()}
+
+    def restricted(self) -> dict[str, Any]:
+        """`classes_scored` and the `map50_minN` / `map50_95_minN` / `classes_scored_minN`
+        entries of a report."""
+        n = self.min_class_boxes
+        return {"classes_scored": self.classes,
+                f"map50_min{n}": _round(self.map50_min),
+                f"map50_95_min{n}": _round(self.map50_95_min),
+                f"classes_scored_min{n}": self.classes_min}
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 4)
 
 
 @dataclass(frozen=True)
@@ -98,27 +124,31 @@ def output_error(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray
 
 
 def agreement(reference: Sequence[Detections], candidate: Sequence[Detections],
-              *, min_score: float = REFERENCE.score) -> Score:
+              *, min_score: float = REFERENCE.score,
+              min_class_boxes: int = MIN_CLASS_BOXES) -> Score:
     """Score `candidate` detections against `reference` ones (score >= min_score kept)."""
     if len(reference) != len(candidate):
         raise ValueError(f"{len(reference)} reference frames but {len(candidate)} candidate ones")
     truth = [d[d.score >= min_score] for d in reference]
-    return coco_map(truth, candidate)
+    return coco_map(truth, candidate, min_class_boxes=min_class_boxes)
 
 
-def coco_map(truth: Sequence[Detections], candidate: Sequence[Detections]) -> Score:
-    """COCO bbox mAP50 and mAP50-95 of `candidate` against boxes `truth` (one per frame)."""
-    from faster_coco_eval import COCO, COCOeval_faster
+def coco_map(truth: Sequence[Detections], candidate: Sequence[Detections],
+             *, min_class_boxes: int = MIN_CLASS_BOXES) -> Score:
+    """COCO bbox mAP50 and mAP50-95 of `candidate` against boxes `truth` (one per frame), over
+    every class with a box in `truth` and over those with at least `min_class_boxes` boxes."""
+    from faster_coco_eval import COCO
 
-    images, anns = [], []
-    classes: set[int] = set()
+    images: list[dict[str, Any]] = []
+    anns: list[dict[str, Any]] = []
+    classes: dict[int, int] = {}  # class -> reference boxes
     for i, d in enumerate(truth):
         images.append({"id": i + 1, "width": 1, "height": 1})
         for box, cls in zip(d.xyxy.tolist(), d.class_id.tolist(), strict=True):
             w, h = box[2] - box[0], box[3] - box[1]
             anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": int(cls) + 1,
                          "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": 0})
-            classes.add(int(cls))
+            classes[int(cls)] = classes.get(int(cls), 0) + 1
     if not anns:
         raise CompileError("the reference has no detections on the evaluation frames, so "
                            "agreement cannot be scored; evaluate on frames with objects in them")
@@ -130,15 +160,29 @@ def coco_map(truth: Sequence[Detections], candidate: Sequence[Detections]) -> Sc
                             "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]})
     gt = COCO({"images": images, "annotations": anns,
                "categories": [{"id": c + 1, "name": str(c)} for c in sorted(classes)]})
+    frequent = sorted(c for c, n in classes.items() if n >= min_class_boxes)
+    sizes = (len(truth), len(anns), len(classes))
     if not results:
-        return Score(0.0, 0.0, len(truth), len(anns))
+        zero = 0.0 if frequent else None
+        return Score(0.0, 0.0, *sizes, zero, zero, len(frequent), min_class_boxes)
     dt = gt.loadRes(results)
+    map50, map50_95 = _evaluate(gt, dt, sorted(classes))
+    map50_min, map50_95_min = _evaluate(gt, dt, frequent) if frequent else (None, None)
+    return Score(map50, map50_95, *sizes, map50_min, map50_95_min, len(frequent),
+                 min_class_boxes)
+
+
+def _evaluate(gt: Any, dt: Any, classes: list[int]) -> tuple[float, float]:
+    """(mAP50, mAP50-95) over `classes` only (COCO averages them with equal weight)."""
+    from faster_coco_eval import COCOeval_faster
+
     ev = COCOeval_faster(gt, dt, "bbox", print_function=log.debug)
+    ev.params.catIds = [c + 1 for c in classes]
     ev.evaluate()
     ev.accumulate()
     ev.summarize()
     map50_95, map50 = (max(0.0, float(v)) for v in ev.stats[:2])
-    return Score(map50, map50_95, len(truth), len(anns))
+    return map50, map50_95
 
 
 def coco_truth(annotations: dict[str, Any], origins: Sequence[str],

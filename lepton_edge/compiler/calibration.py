@@ -176,8 +176,8 @@ def _split(path: Path, count: int, eval_count: int, size: int) -> tuple[FrameSet
     calib_idx = _even(total, count)
     taken = set(calib_idx)
     rest = [i for i in range(total) if i not in taken]
-    held_idx = [rest[i] for i in _even(len(rest), eval_count)]
-    return _collect(_video(path, calib_idx), size), _collect(_video(path, held_idx), size)
+    held_frames = [rest[i] for i in _even(len(rest), eval_count)]
+    return _collect(_video(path, calib_idx), size), _collect(_video(path, held_frames), size)
 
 
 def _read_spec(path: Path) -> dict[str, Any]:

@@ -126,7 +126,12 @@ def run_eval(args: argparse.Namespace) -> int:
     else:
         print(f"{art.root} on {len(frames)} frames of {args.data}, against {against}:")
         for p, r in rows.items():
+            n = accuracy.MIN_CLASS_BOXES
+            frequent = r[f"map50_min{n}"]
             print(f"  {p:6s} mAP50 {r['map50']:.3f}  mAP50-95 {r['map50_95']:.3f}  "
+                  f"({r['classes_scored']} classes; mAP50 "
+                  f"{'n/a' if frequent is None else f'{frequent:.3f}'} over the "
+                  f"{r[f'classes_scored_min{n}']} with >= {n} boxes)  "
                   f"{r['ms_per_frame']:.1f} ms/frame")
     return 0
 

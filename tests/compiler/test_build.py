@@ -33,6 +33,10 @@ def test_artifact_has_both_encodings_and_a_complete_manifest(small_artifact: Pat
     assert acc["frames"] == 23 and acc["reference_boxes"] > 50
     assert 0.3 <= acc["int8-cpu"]["map50"] <= 1.0
     assert 0.0 <= acc["int8-device"]["map50_95"] <= 1.0
+    assert acc["min_class_boxes"] == 20 and acc["floor_map50"] == 0.3
+    for entry in (acc["int8-cpu"], acc["int8-device"], *acc["curve"]):
+        assert 1 <= entry["classes_scored_min20"] <= entry["classes_scored"]  # person, at least
+        assert 0.0 <= entry["map50_min20"] <= 1.0 and 0.0 <= entry["map50_95_min20"] <= 1.0
     assert m["classes"][0] == "person" and m["input"]["name"] == "images"
     load_artifact(small_artifact)  # sha256 of every file verified
 
