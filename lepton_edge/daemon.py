@@ -282,7 +282,7 @@ class Daemon:
         if p is None:
             return "starting"
         states = ", ".join(f"{cid} {st.value}" for cid, st in p.camera_states().items())
-        return f"{p.health('running').fps:.1f} fps; {states}"
+        return f"{p.fps:.1f} fps; {states}"
 
     def _summarize(self, seconds: float) -> RunSummary:
         assert self.pipeline is not None and self.artifact is not None

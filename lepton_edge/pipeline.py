@@ -109,11 +109,15 @@ class LatencyRecorder:
     """Per-stage latencies (ms) in bounded rings, for p50/p99 in health, metrics and bench."""
 
     def __init__(self, size: int = 4096) -> None:
+        self._size = size
         self._rings: dict[str, deque[float]] = {s: deque(maxlen=size) for s in STAGES}
 
     def add(self, timings: dict[str, float]) -> None:
         for k, v in timings.items():
-            self._rings.setdefault(k, deque(maxlen=4096)).append(v)
+            ring = self._rings.get(k)
+            if ring is None:  # not setdefault: that would build a deque per call
+                ring = self._rings[k] = deque(maxlen=self._size)
+            ring.append(v)
 
     def summary(self) -> dict[str, dict[str, float]]:
         out = {}
