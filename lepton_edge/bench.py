@@ -34,7 +34,8 @@ def bare_inference_fps(backend: Any, tensor: Any, seconds: float, min_runs: int 
     from collections import deque
 
     pending: deque[Any] = deque()
-    for _ in range(2):  # warm-up
+    warm_until = time.perf_counter() + min(1.0, seconds / 4)
+    while time.perf_counter() < warm_until:  # first runs are slower (arena growth, caches)
         backend.submit(tensor).wait()
     runs = 0
     t0 = time.perf_counter()
