@@ -45,8 +45,10 @@ test-slow: venv system-deps
 faults: venv system-deps
 	$(BIN)/python -m pytest -q -ra tests/faults
 
+# The pipeline against bare inference, float and INT8 on ONNX Runtime and OpenVINO, one run.
 bench: venv
-	$(BIN)/lepton-edge bench --config deploy/bench.yaml
+	$(BIN)/lepton-edge bench --config deploy/bench.yaml --backend onnxruntime:fp32 \
+		--backend onnxruntime:int8 --backend openvino:bf16 --backend openvino:int8
 
 # Rebuilds the committed artifact of the bundled model from the repo's calibration set.
 engines: venv
