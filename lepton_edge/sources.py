@@ -15,7 +15,6 @@ constructor parameters; after a timeout `read()` can return held-back stale fram
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
 import threading
@@ -353,7 +352,3 @@ class Source:
         if state != self._state:
             log.info("camera %s: %s", self.id, state.value)
             self._state = state
-
-    def frame_age(self) -> float:
-        """Seconds since the last delivered frame (inf before the first)."""
-        return math.inf if self._last_frame_t is None else time.monotonic() - self._last_frame_t

@@ -13,7 +13,6 @@ exclusion set, without calibrating again:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import tempfile
@@ -265,7 +264,3 @@ def qdq_summary(model_path: Path) -> dict[str, object]:
     int32 = sum(1 for a in inits.values() if a.dtype == np.int32)
     return {"quantize_nodes": len(q), "activation_zero_point_types": zp_types,
             "nonzero_activation_zero_points": nonzero, "int32_initializers": int32}
-
-
-def ranges_json(ranges: Ranges) -> str:
-    return json.dumps({k: list(v) for k, v in ranges.ranges.items()})
