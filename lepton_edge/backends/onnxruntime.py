@@ -66,13 +66,12 @@ class OnnxRuntimeBackend(BackendBase):
                  self.encoding, ",".join(self._session.get_providers()))
 
     def close(self) -> None:
-        self._session: Any = None
-
+        self._session = None
 
     def submit(self, batch: np.ndarray) -> InferenceHandle:
         if self._session is None:
             raise RuntimeError("backend is not open")
-        outputs = self._session.run(self._output_names, {self._input.name: batch})
+        outputs = self._session.run(self._output_names, {self.input.name: batch})
         return Done(outputs)
 
 
