@@ -89,6 +89,14 @@ class Result:
 
 
 @dataclass
+class _Shape:
+    plan: LetterboxPlan
+    box: Letterbox | None
+    ring: list[np.ndarray]
+    pos: int = 0
+
+
+@dataclass
 class _Prepared:
     frame: Frame
     plan: LetterboxPlan
@@ -157,8 +165,7 @@ class Pipeline:
         self._ready = threading.Condition()
         self._sources: dict[str, Source] = {}
         self._rr = 0
-        self._letterboxes: dict[tuple[int, int], tuple[Letterbox, list[np.ndarray]]] = {}
-        self._ring_pos: dict[tuple[int, int], int] = {}
+        self._shapes: dict[tuple[int, int], _Shape] = {}  # by source (width, height)
         self._handoff: queue.Queue[_Prepared | None] = queue.Queue(maxsize=1)
         self._post: queue.Queue[Result | None] = queue.Queue(maxsize=4)
         self._stop = threading.Event()
@@ -264,30 +271,26 @@ class Pipeline:
         srcs = self.sources()
         return bool(srcs) and all(s.done for s in srcs)
 
-    def _letterbox_for(self, frame: Frame) -> tuple[LetterboxPlan, np.ndarray]:
+    def _shape_for(self, frame: Frame, on_device: bool) -> _Shape:
+        """The letterbox of this frame size, planned once: its plan and, unless the backend
+        letterboxes on its own device, the Letterbox and its ring of reused buffers."""
         h, w = frame.image.shape[:2]
-        key = (w, h)
-        entry = self._letterboxes.get(key)
-        if entry is None:
+        shape = self._shapes.get((w, h))
+        if shape is None:
             plan = plan_letterbox(w, h, self.settings.input_size, stride=self.settings.stride,
                                   fixed=self.settings.fixed_hw)
-            box = Letterbox(plan, self.backend.input.dtype)
+            box = None if on_device else Letterbox(plan, self.backend.input.dtype)
             # In use at once: max_in_flight submitted, one in the handoff, one being written.
-            ring = [box.new_buffer() for _ in range(self.backend.max_in_flight + 2)]
-            entry = self._letterboxes[key] = (box, ring)
-            self._ring_pos[key] = 0
+            ring = [] if box is None else [box.new_buffer()
+                                           for _ in range(self.backend.max_in_flight + 2)]
+            shape = self._shapes[(w, h)] = _Shape(plan, box, ring)
             log.info("camera %s: %dx%d letterboxed to %dx%d", frame.camera, w, h,
                      plan.dst_w, plan.dst_h)
-        box, ring = entry
-        pos = self._ring_pos[key]
-        self._ring_pos[key] = (pos + 1) % len(ring)
-        buf = ring[pos]
-        box(frame.image, buf[0])
-        return box.plan, buf
+        return shape
 
     def _prepare_loop(self) -> None:
         """Takes frames round-robin and letterboxes them, overlapping the running inference."""
-        image_input = isinstance(self.backend, ImageInputBackend)
+        on_device = isinstance(self.backend, ImageInputBackend)
         while True:
             frame = self._next_frame()
             if frame is None:
@@ -296,14 +299,14 @@ class Pipeline:
                     break
                 continue
             t0 = time.perf_counter()
-            if image_input:  # the backend letterboxes on its own device
-                h, w = frame.image.shape[:2]
-                plan = plan_letterbox(w, h, self.settings.input_size,
-                                      stride=self.settings.stride, fixed=self.settings.fixed_hw)
-                buf = None
-            else:
-                plan, buf = self._letterbox_for(frame)
-            self._handoff_put(_Prepared(frame, plan, buf, (time.perf_counter() - t0) * 1000.0))
+            shape = self._shape_for(frame, on_device)
+            buf = None  # None: the backend letterboxes the raw frame on its own device
+            if shape.box is not None:
+                buf = shape.ring[shape.pos]
+                shape.pos = (shape.pos + 1) % len(shape.ring)
+                shape.box(frame.image, buf[0])
+            prepared = _Prepared(frame, shape.plan, buf, (time.perf_counter() - t0) * 1000.0)
+            self._handoff_put(prepared)
         self._handoff_put(None)
 
     def _handoff_put(self, item: _Prepared | None) -> None:
