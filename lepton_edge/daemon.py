@@ -37,6 +37,7 @@ from .errors import ConfigError, LeptonError
 from .messages import HealthMessage
 from .notify import SystemdNotifier
 from .pipeline import Pipeline, PipelineSettings
+from .preprocess import PAD_VALUE
 from .publish import Publisher
 from .sources import Frame, Source, State, configure_ffmpeg
 
@@ -179,7 +180,7 @@ class Daemon:
         """One inference on a gray frame: proves the model runs here before READY=1, and takes
         the runtime's first-call costs off the first camera frame."""
         t0 = time.perf_counter()
-        tensor = np.full((1, 3, *hw), 114 / 255, dtype=backend.input.dtype)
+        tensor = np.full((1, 3, *hw), PAD_VALUE / 255, dtype=backend.input.dtype)
         backend.submit(tensor).wait()
         log.info("warm-up inference at %dx%d: %.0f ms", hw[1], hw[0],
                  (time.perf_counter() - t0) * 1000)
