@@ -50,6 +50,7 @@ class Result:
     in_flight: int = 1
     latency_ms: list[float] = field(default_factory=list)
     fps: list[float] = field(default_factory=list)
+    batch: np.ndarray | None = None  # the first frame in the backend's own input layout
 
 
 def read_frames(path: Path, n: int) -> list[np.ndarray]:
@@ -85,7 +86,9 @@ def end_to_end(res: Result, video: Path, n: int) -> None:
         if not ok:
             break
         if box is None:
-            box = Letterbox(plan_letterbox(frame.shape[1], frame.shape[0], 640))
+            spec = res.backend.input  # the layout the daemon feeds this backend
+            box = Letterbox(plan_letterbox(frame.shape[1], frame.shape[0], 640), spec.dtype,
+                            spec.layout)
             ring = [box.new_buffer() for _ in range(res.in_flight + 1)]
         buf = ring[i % len(ring)]
         box(frame, buf[0])
@@ -98,6 +101,15 @@ def end_to_end(res: Result, video: Path, n: int) -> None:
         done += 1
     res.fps.append(done / (time.perf_counter() - t))
     cap.release()
+
+
+def _batch(frame: np.ndarray, backend) -> np.ndarray:
+    """`frame` letterboxed in the dtype and layout `backend` takes."""
+    spec = backend.input
+    box = Letterbox(plan_letterbox(frame.shape[1], frame.shape[0], 640), spec.dtype, spec.layout)
+    batch = box.new_buffer()
+    box(frame, batch[0])
+    return batch
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,8 +126,6 @@ def main(argv: list[str] | None = None) -> int:
     video = Path(args.video)
     frame = read_frames(video, 1)[0]
     box = Letterbox(plan_letterbox(frame.shape[1], frame.shape[0], 640))
-    batch = box.new_buffer()
-    box(frame, batch[0])
     print(f"{art.root}: encodings {', '.join(sorted(art.models))}; {video.name} "
           f"{frame.shape[1]}x{frame.shape[0]} -> {box.plan.dst_w}x{box.plan.dst_h}")
 
@@ -125,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
             backend = backend_class(name)(art, BackendOptions(precision=precision,
                                                               threads=args.threads))
             backend.open()
+            batch = _batch(frame, backend)
             backend.submit(batch).wait()  # compile/warm up outside the measurement
             res = Result(label, backend, backend.max_in_flight)
+            res.batch = batch
             latency(res, batch, 3)
             res.latency_ms.clear()
         except LeptonError as err:
@@ -137,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for r in range(args.rounds):
         for res in results:
-            latency(res, batch, args.latency_runs)
+            latency(res, res.batch, args.latency_runs)
             end_to_end(res, video, args.frames)
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(
             f"{res.label} {res.fps[-1]:.1f} fps" for res in results), flush=True)

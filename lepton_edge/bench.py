@@ -4,8 +4,9 @@ inference of the same model at the same input shape, measured in the same run.
 Prints per-stage latency (capture, preprocess, infer, decode, publish: p50 and p99), end-to-end
 fps, bare inference fps (`submit(...).wait()` in a loop on a prepared tensor) and their ratio.
 Bare inference is measured in two halves, before and after the pipeline run, so drift on a
-shared machine hits both sides alike. `--backend NAME[:PRECISION]` (repeatable) compares
-several backends on the same clip. `--json` puts one JSON object on the last line.
+shared machine hits both sides alike. `--backend NAME[:PRECISION][,KEY=VALUE...]` (repeatable)
+compares several backends, precisions or backend options on the same clip, e.g.
+`openvino:int8,input=tensor`. `--json` puts one JSON object on the last line.
 """
 
 from __future__ import annotations
@@ -60,13 +61,31 @@ def _first_frame(url: str) -> Any:
     return frame
 
 
+def parse_spec(spec: str) -> tuple[str | None, str | None, dict[str, str]]:
+    """`NAME[:PRECISION][,KEY=VALUE...]` -> (name, precision, backend options)."""
+    head, *pairs = spec.split(",")
+    name, _, precision = head.partition(":")
+    options = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            from .errors import ConfigError
+
+            raise ConfigError(f"--backend {spec}: expected NAME[:PRECISION][,KEY=VALUE...], "
+                              f"got {pair!r}")
+        options[key.strip()] = value.strip()
+    return name or None, precision or None, options
+
+
 def bench_one(config_path: Path, backend: str | None, precision: str | None, frames: int,
-              bare_seconds: float) -> dict[str, Any]:
+              bare_seconds: float, options: dict[str, str] | None = None) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     if backend:
         overrides["backend"] = backend
     if precision:
         overrides["precision"] = precision
+    if options:
+        overrides["backend_options"] = options
     config = load_config(config_path, overrides)
     cams = []
     for cam in config.cameras:
@@ -89,7 +108,7 @@ def bench_one(config_path: Path, backend: str | None, precision: str | None, fra
     try:
         plan = plan_letterbox(frame.shape[1], frame.shape[0], config.input_size,
                               stride=artifact.input.stride)
-        box = Letterbox(plan, bare.input.dtype)
+        box = Letterbox(plan, bare.input.dtype, bare.input.layout)  # what the daemon feeds it
         tensor = box.new_buffer()
         box(frame, tensor[0])
         fps_before = bare_inference_fps(bare, tensor, bare_seconds / 2)
@@ -114,11 +133,12 @@ def bench_one(config_path: Path, backend: str | None, precision: str | None, fra
         "bare_fps_before": round(fps_before, 2), "bare_fps_after": round(fps_after, 2),
         "ratio": round(e2e / bare_fps, 3) if bare_fps else 0.0,
         "max_in_flight": daemon.backend.max_in_flight,
+        "options": dict(config.backend_options),
     }
 
 
 def format_result(r: dict[str, Any]) -> str:
-    lines = [f"{r['backend']} {r['precision']} at {r['input'][1]}x{r['input'][0]}, "
+    lines = [f"{_label(r)} at {r['input'][1]}x{r['input'][0]}, "
              f"{r['frames']} frames, {r['max_in_flight']} in flight"]
     for stage in ("capture", "preprocess", "infer", "decode", "publish", "capture_to_publish"):
         if stage in r["latency_ms"]:
@@ -130,22 +150,26 @@ def format_result(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _label(r: dict[str, Any]) -> str:
+    options = "".join(f",{k}={v}" for k, v in r.get("options", {}).items())
+    return f"{r['backend']} {r['precision']}{options}"
+
+
 def main_bench(args: argparse.Namespace) -> int:
-    specs = args.backend or [None]
+    specs = [parse_spec(s) for s in args.backend or [""]]  # all parsed before any run
     results = []
-    for spec in specs:
-        name, _, precision = (spec or "").partition(":")
-        r = bench_one(Path(args.config), name or None, precision or None, args.frames,
-                      bare_seconds=args.bare_seconds)
+    for name, precision, options in specs:
+        r = bench_one(Path(args.config), name, precision, args.frames,
+                      bare_seconds=args.bare_seconds, options=options)
         results.append(r)
         print(format_result(r), flush=True)
     if len(results) > 1:
         base = results[0]
-        print(f"relative to {base['backend']} {base['precision']} (same run):")
+        print(f"relative to {_label(base)} (same run):")
         for r in results[1:]:
             e2e = r["e2e_fps"] / base["e2e_fps"]
             bare = r["bare_fps"] / base["bare_fps"]
-            print(f"  {r['backend']} {r['precision']}: end-to-end {e2e:.2f}x, bare {bare:.2f}x")
+            print(f"  {_label(r)}: end-to-end {e2e:.2f}x, bare {bare:.2f}x")
     if args.json:
         print(json.dumps(results[0] if len(results) == 1 else {"results": results}))
     return max(r["exit_code"] for r in results)

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import zmq
 
 from . import logs
@@ -37,7 +36,7 @@ from .errors import ConfigError, LeptonError
 from .messages import HealthMessage
 from .notify import SystemdNotifier
 from .pipeline import Pipeline, PipelineSettings
-from .preprocess import PAD_VALUE
+from .preprocess import padded_buffer
 from .publish import Publisher
 from .sources import Frame, Source, State, configure_ffmpeg
 
@@ -113,7 +112,8 @@ def backend_options(config: Config) -> BackendOptions:
 
     state = config.resolve(config.state_dir) if config.state_dir else default_state_dir()
     return BackendOptions(precision=config.precision, threads=config.threads,
-                          device=config.device, state_dir=state, input_size=config.input_size)
+                          device=config.device, state_dir=state, input_size=config.input_size,
+                          extra={k: str(v) for k, v in config.backend_options.items()})
 
 
 class Daemon:
@@ -146,8 +146,7 @@ class Daemon:
         decode = decode_settings(config, artifact)
         backend = self.backend = create_backend(config.backend, artifact, backend_options(config))
         backend.open()
-        spec = backend.input
-        fixed = (int(spec.shape[2]), int(spec.shape[3])) if not spec.dynamic_hw else None  # type: ignore[arg-type]
+        fixed = backend.input.fixed_hw
         self._warm_up(backend, fixed or (config.input_size, config.input_size))
         self._ctx = zmq.Context()
         publisher = self.publisher = Publisher(self._ctx, config.publish,
@@ -159,7 +158,7 @@ class Daemon:
         settings = PipelineSettings(
             model_name=artifact.name, precision=backend.precision, family=artifact.family,
             labels=artifact.classes, decode=decode, input_size=config.input_size,
-            stride=artifact.input.stride, fixed_hw=fixed,  # type: ignore[arg-type]
+            stride=artifact.input.stride, fixed_hw=fixed,
             health_interval=config.publish.health_interval, exit_when_done=only_files,
         )
         on_result = self.options.on_result
@@ -180,7 +179,8 @@ class Daemon:
         """One inference on a gray frame: proves the model runs here before READY=1, and takes
         the runtime's first-call costs off the first camera frame."""
         t0 = time.perf_counter()
-        tensor = np.full((1, 3, *hw), PAD_VALUE / 255, dtype=backend.input.dtype)
+        spec = backend.input
+        tensor = padded_buffer(*hw, spec.dtype, spec.layout)
         backend.submit(tensor).wait()
         log.info("warm-up inference at %dx%d: %.0f ms", hw[1], hw[0],
                  (time.perf_counter() - t0) * 1000)

@@ -279,7 +279,8 @@ class Pipeline:
         if shape is None:
             plan = plan_letterbox(w, h, self.settings.input_size, stride=self.settings.stride,
                                   fixed=self.settings.fixed_hw)
-            box = None if on_device else Letterbox(plan, self.backend.input.dtype)
+            spec = self.backend.input
+            box = None if on_device else Letterbox(plan, spec.dtype, spec.layout)
             # In use at once: max_in_flight submitted, one in the handoff, one being written.
             ring = [] if box is None else [box.new_buffer()
                                            for _ in range(self.backend.max_in_flight + 2)]

@@ -1,8 +1,11 @@
 """Letterbox preprocessing, shared by the daemon and the compiler's calibration.
 
-A frame (uint8 BGR, HxWx3) is resized keeping its aspect ratio, padded with gray (114), turned
-into RGB, scaled to 0..1 and laid out planar (NCHW float32). Buffers are allocated once per
-source shape and reused, and the padding is written only once.
+A frame (uint8 BGR, HxWx3) is resized keeping its aspect ratio and padded with gray (114). In
+the `NCHW` layout (the model's own input) it is then turned into RGB, scaled to 0..1 and laid
+out planar (float32 or float16). In the `NHWC` layout (a backend that normalizes inside its
+graph, OpenVINO's PrePostProcessor) it stays uint8 BGR as captured, and the resize writes
+straight into the padded buffer: the cheapest thing the CPU can do per frame. Buffers are
+allocated once per source shape and reused.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import cv2
 import numpy as np
 
 PAD_VALUE = 114
+# Input layouts a letterbox can write: "NCHW" float RGB 0..1, "NHWC" uint8 BGR 0..255.
+LAYOUTS = ("NCHW", "NHWC")
 
 
 @dataclass(frozen=True)
@@ -81,36 +86,66 @@ def _with_margin(n: int, stride: int) -> int:
     return math.ceil(n / stride + 0.5) * stride
 
 
+def padded_buffer(h: int, w: int, dtype: np.dtype | type = np.float32, layout: str = "NCHW",
+                  batch: int = 1) -> np.ndarray:
+    """A gray input batch of `layout`: (N,3,H,W) at 114/255, or (N,H,W,3) uint8 at 114."""
+    if layout == "NHWC":
+        return np.full((batch, h, w, 3), PAD_VALUE, dtype=dtype)
+    if layout != "NCHW":
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    return np.full((batch, 3, h, w), PAD_VALUE / 255.0, dtype=dtype)
+
+
+def pixels_from_tensor(tensor: np.ndarray) -> np.ndarray:
+    """The NHWC uint8 BGR batch a (N,3,H,W) RGB 0..1 letterbox tensor was made from (exact: the
+    tensor holds uint8 values / 255)."""
+    rgb = np.rint(np.asarray(tensor, np.float32) * 255.0)
+    return np.ascontiguousarray(rgb[:, ::-1].transpose(0, 2, 3, 1)).astype(np.uint8)
+
+
 class Letterbox:
-    """Reusable letterbox for one source shape: `__call__(frame, out)` writes a (3,H,W) tensor.
+    """Reusable letterbox for one source shape: `__call__(frame, out)` writes one input image,
+    (3,H,W) in the NCHW layout or (H,W,3) in the NHWC layout.
 
     The caller owns the output buffer (so it can be a ring of buffers or a pinned/mapped one);
     `new_buffer()` allocates one.
     """
 
-    def __init__(self, plan: LetterboxPlan, dtype: np.dtype | type = np.float32) -> None:
+    def __init__(self, plan: LetterboxPlan, dtype: np.dtype | type = np.float32,
+                 layout: str = "NCHW") -> None:
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
         self.plan = plan
         self.dtype = np.dtype(dtype)
+        self.layout = layout
+        if layout == "NHWC" and self.dtype != np.uint8:
+            raise ValueError(f"the NHWC layout holds uint8 BGR pixels, not {self.dtype}")
         self._resized = np.empty((plan.new_h, plan.new_w, 3), np.uint8)
         self._planes = [np.empty((plan.new_h, plan.new_w), np.uint8) for _ in range(3)]
         self._scale = self.dtype.type(1.0 / 255.0)  # scaled in the buffer's own precision
 
-    def new_buffer(self, batch: int = 1) -> np.ndarray:
-        """An NCHW buffer for this plan with the gray padding written."""
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The shape `__call__` writes (one image, no batch axis)."""
         p = self.plan
-        return np.full((batch, 3, p.dst_h, p.dst_w), PAD_VALUE / 255.0, dtype=self.dtype)
+        return (p.dst_h, p.dst_w, 3) if self.layout == "NHWC" else (3, p.dst_h, p.dst_w)
+
+    def new_buffer(self, batch: int = 1) -> np.ndarray:
+        """A batch buffer for this plan with the gray padding written."""
+        return padded_buffer(self.plan.dst_h, self.plan.dst_w, self.dtype, self.layout, batch)
 
     def __call__(self, frame: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """Letterbox `frame` (uint8 BGR HxWx3) into `out` (3,H,W), returning `out`."""
+        """Letterbox `frame` (uint8 BGR HxWx3) into `out` (one image of `shape`), returning it."""
         p = self.plan
         if frame.shape[:2] != (p.src_h, p.src_w):
             raise ValueError(
                 f"frame is {frame.shape[1]}x{frame.shape[0]}, this letterbox was planned for "
                 f"{p.src_w}x{p.src_h}"
             )
-        if out.shape != (3, p.dst_h, p.dst_w):
-            want = (3, p.dst_h, p.dst_w)
-            raise ValueError(f"output buffer has shape {out.shape}, expected {want}")
+        if out.shape != self.shape:
+            raise ValueError(f"output buffer has shape {out.shape}, expected {self.shape}")
+        if self.layout == "NHWC":
+            return self._pixels(frame, out)
         if (p.new_w, p.new_h) == (p.src_w, p.src_h):
             resized = frame
         else:
@@ -129,12 +164,32 @@ class Letterbox:
             np.multiply(plane, self._scale, out=out[c, ys, xs], casting="unsafe")
         return out
 
+    def _pixels(self, frame: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """NHWC uint8 BGR: resize straight into the padded buffer's picture area."""
+        p = self.plan
+        ys = slice(p.pad_y, p.pad_y + p.new_h)
+        xs = slice(p.pad_x, p.pad_x + p.new_w)
+        out[: p.pad_y] = PAD_VALUE
+        out[p.pad_y + p.new_h :] = PAD_VALUE
+        out[ys, : p.pad_x] = PAD_VALUE
+        out[ys, p.pad_x + p.new_w :] = PAD_VALUE
+        area = out[ys, xs]
+        if (p.new_w, p.new_h) == (p.src_w, p.src_h):
+            np.copyto(area, frame)
+            return out
+        resized = cv2.resize(frame, (p.new_w, p.new_h), dst=area, interpolation=cv2.INTER_LINEAR)
+        if resized.ctypes.data != area.ctypes.data:  # OpenCV allocated instead: copy it in
+            np.copyto(area, resized)
+        return out
+
 
 def letterbox(frame: np.ndarray, size: int = 640, *, stride: int = 32,
-              fixed: tuple[int, int] | None = None) -> tuple[np.ndarray, LetterboxPlan]:
-    """One-shot letterbox (allocates): returns a (1,3,H,W) float32 tensor and its plan."""
+              fixed: tuple[int, int] | None = None, dtype: np.dtype | type = np.float32,
+              layout: str = "NCHW") -> tuple[np.ndarray, LetterboxPlan]:
+    """One-shot letterbox (allocates): returns a batch of one ((1,3,H,W) float32 by default;
+    pass a backend's `input.dtype` and `input.layout` to feed it) and its plan."""
     plan = plan_letterbox(frame.shape[1], frame.shape[0], size, stride=stride, fixed=fixed)
-    box = Letterbox(plan)
+    box = Letterbox(plan, dtype, layout)
     buf = box.new_buffer()
     box(frame, buf[0])
     return buf, plan

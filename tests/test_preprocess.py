@@ -4,7 +4,14 @@ import cv2
 import numpy as np
 import pytest
 
-from lepton_edge.preprocess import PAD_VALUE, Letterbox, letterbox, plan_letterbox
+from lepton_edge.preprocess import (
+    PAD_VALUE,
+    Letterbox,
+    letterbox,
+    padded_buffer,
+    pixels_from_tensor,
+    plan_letterbox,
+)
 
 from .conftest import BIKES, VTEST
 
@@ -79,3 +86,48 @@ def test_wrong_frame_size_is_refused() -> None:
     box = Letterbox(plan_letterbox(768, 576))
     with pytest.raises(ValueError, match="planned for 768x576"):
         box(np.zeros((10, 10, 3), np.uint8), box.new_buffer()[0])
+
+
+def _reference_pixels(frame: np.ndarray, size: int) -> np.ndarray:
+    p = plan_letterbox(frame.shape[1], frame.shape[0], size)
+    canvas = np.full((p.dst_h, p.dst_w, 3), PAD_VALUE, np.uint8)
+    canvas[p.pad_y:p.pad_y + p.new_h, p.pad_x:p.pad_x + p.new_w] = cv2.resize(
+        frame, (p.new_w, p.new_h), interpolation=cv2.INTER_LINEAR)
+    return canvas
+
+
+@pytest.mark.parametrize(("w", "h"), [(768, 576), (640, 272), (640, 480), (300, 500)])
+def test_pixel_layout_is_the_padded_bgr_frame_and_the_same_numbers(w: int, h: int) -> None:
+    """NHWC uint8: the resize lands in the padded buffer itself (no copy), a dirty buffer is
+    fully rewritten, and it holds exactly the pixels the float NCHW tensor is made from."""
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 255, (h, w, 3), np.uint8)
+    plan = plan_letterbox(w, h)
+    box = Letterbox(plan, np.uint8, "NHWC")
+    buf = box.new_buffer()
+    assert buf.shape == (1, plan.dst_h, plan.dst_w, 3) and buf.dtype == np.uint8
+    buf[...] = 7
+    out = box(frame, buf[0])
+    assert np.shares_memory(out, buf)
+    np.testing.assert_array_equal(buf[0], _reference_pixels(frame, 640))
+    tensor, _ = letterbox(frame)
+    np.testing.assert_array_equal(pixels_from_tensor(tensor), buf)
+
+
+def test_pixel_layout_takes_only_uint8_and_known_layouts() -> None:
+    plan = plan_letterbox(768, 576)
+    with pytest.raises(ValueError, match="NHWC layout holds uint8"):
+        Letterbox(plan, np.float32, "NHWC")
+    with pytest.raises(ValueError, match="layout must be one of NCHW, NHWC"):
+        Letterbox(plan, np.float32, "CHW")
+    with pytest.raises(ValueError, match="expected \\(512, 640, 3\\)"):
+        box = Letterbox(plan, np.uint8, "NHWC")
+        box(np.zeros((576, 768, 3), np.uint8), np.zeros((3, 512, 640), np.uint8))
+
+
+def test_padded_buffers_are_gray_in_both_layouts() -> None:
+    assert padded_buffer(32, 64, np.uint8, "NHWC").shape == (1, 32, 64, 3)
+    assert (padded_buffer(32, 64, np.uint8, "NHWC") == PAD_VALUE).all()
+    np.testing.assert_allclose(padded_buffer(32, 64, np.float16, "NCHW", 2),
+                               PAD_VALUE / 255, atol=1e-3)
+    assert padded_buffer(32, 64, np.float16, "NCHW", 2).shape == (2, 3, 32, 64)

@@ -15,20 +15,38 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..preprocess import LetterboxPlan
 
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """A model input or output: name, shape (None where dynamic), numpy dtype."""
+    """A model input or output: name, shape (None where dynamic), numpy dtype, and for an image
+    input its layout: "NCHW" (RGB scaled to 0..1, what the model itself takes) or "NHWC" (the
+    letterboxed frame as captured, uint8 BGR; the backend normalizes it inside its graph)."""
 
     name: str
     shape: tuple[int | None, ...]
     dtype: np.dtype
+    layout: str = "NCHW"
+
+    @property
+    def hw(self) -> tuple[int | None, int | None]:
+        """Height and width of an image input (None where dynamic)."""
+        if len(self.shape) != 4:
+            raise ValueError(f"{self.name} is not an image input: shape {self.shape}")
+        return (self.shape[1], self.shape[2]) if self.layout == "NHWC" else (self.shape[2],
+                                                                             self.shape[3])
 
     @property
     def dynamic_hw(self) -> bool:
-        return len(self.shape) == 4 and (self.shape[2] is None or self.shape[3] is None)
+        return len(self.shape) == 4 and None in self.hw
+
+    @property
+    def fixed_hw(self) -> tuple[int, int] | None:
+        """(H, W) of a static image input, None where H or W is dynamic."""
+        h, w = self.hw if len(self.shape) == 4 else (None, None)
+        return None if h is None or w is None else (h, w)
 
 
 @dataclass(frozen=True)
@@ -41,7 +59,7 @@ class BackendOptions:
     state_dir: Path | None = None  # caches (TensorRT plans, OpenVINO blobs)
     input_size: int = 640  # long side of the letterbox for dynamic-shape models
     max_batch: int = 1
-    extra: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, str] = field(default_factory=dict)  # the config's backend_options
 
 
 class InferenceHandle(Protocol):
@@ -87,7 +105,8 @@ class Backend(Protocol):
         ...
 
     def submit(self, batch: np.ndarray) -> InferenceHandle:
-        """Start inference on `batch` (N,3,H,W) of `input.dtype`. The caller must not write to
+        """Start inference on `batch` of `input.dtype` in `input.layout`: (N,3,H,W), or
+        (N,H,W,3) for NHWC (`preprocess.Letterbox` writes either). The caller must not write to
         `batch` until the handle's `wait()` returned."""
         ...
 
@@ -102,6 +121,15 @@ class ImageInputBackend(Backend, Protocol):
     uint8 BGR frame itself instead of a prepared tensor."""
 
     def submit_image(self, image: np.ndarray, plan: LetterboxPlan) -> InferenceHandle: ...
+
+
+def check_options(backend: str, extra: dict[str, str], known: dict[str, str]) -> None:
+    """Refuse `backend_options` keys the backend does not read, listing the ones it does."""
+    unknown = sorted(set(extra) - set(known))
+    if unknown:
+        what = "; ".join(f"{k}: {v}" for k, v in known.items()) or "none"
+        raise ConfigError(f"backend_options: {backend} does not know {', '.join(unknown)} "
+                          f"(it reads: {what})")
 
 
 class BackendBase:

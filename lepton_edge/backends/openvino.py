@@ -7,6 +7,12 @@ hint OpenVINO says how many requests keep the device busy (`max_in_flight`, 2 on
 and `submit()` starts one of them. Dynamic H/W models are reshaped to each new input shape on
 first use and compiled once per shape; compiled blobs are cached in `state_dir/openvino-cache`.
 
+The backend takes the letterboxed frame as captured (`input.layout` "NHWC", uint8 BGR): a
+PrePostProcessor step in front of the model converts it to float, reverses the channels and
+divides by 255, so that work runs in OpenVINO's optimized graph instead of the pipeline's Python
+thread, and the frame crosses into the runtime at a quarter of the bytes (`backend_options: {input:
+tensor}` restores the float NCHW input).
+
 `import openvino` happens in `open()` only, so the plain CPU path never needs it.
 """
 
@@ -20,7 +26,7 @@ import numpy as np
 
 from ..artifact import Artifact
 from ..errors import BackendUnavailableError, ConfigError, ModelError
-from .base import BackendBase, BackendOptions, InferenceHandle, TensorSpec
+from .base import BackendBase, BackendOptions, InferenceHandle, TensorSpec, check_options
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +40,11 @@ PRECISIONS: dict[str, tuple[str | None, str | None]] = {
     "fp16": ("f16", "FP16"),
     "int8": (None, None),  # the float parts keep the device's default (bf16 on AVX512_BF16)
 }
-# Keys this backend reads from `BackendOptions.extra`.
-EXTRA_KEYS = {
+# Keys this backend reads from `BackendOptions.extra` (the config's `backend_options`).
+OPTION_KEYS = {
     "hint": "throughput (default: as many requests in flight as OpenVINO says) or latency (1)",
     "requests": "number of infer requests in flight, overriding OpenVINO's optimum",
+    "input": "pixels (default: uint8 BGR frames, normalized in the graph) or tensor (float NCHW)",
 }
 
 
@@ -107,14 +114,17 @@ class OpenVinoBackend(BackendBase):
         if options.precision not in PRECISIONS:
             raise ConfigError(f"precision: openvino runs {', '.join(PRECISIONS)}, "
                               f"got {options.precision!r}")
-        unknown = sorted(set(options.extra) - set(EXTRA_KEYS))
-        if unknown:
-            known = "; ".join(f"{k}: {v}" for k, v in EXTRA_KEYS.items())
-            raise ConfigError(f"extra: openvino does not know {', '.join(unknown)} ({known})")
+        check_options(self.name, options.extra, OPTION_KEYS)
         hint = options.extra.get("hint", "throughput").lower()
         if hint not in ("throughput", "latency"):
-            raise ConfigError(f"extra.hint: expected throughput or latency, got {hint!r}")
+            raise ConfigError(f"backend_options.hint: expected throughput or latency, got {hint!r}")
         self._requests_override = _positive_int(options.extra.get("requests"))
+        input_kind = options.extra.get("input", "pixels").lower()
+        if input_kind not in ("pixels", "tensor"):
+            raise ConfigError(f"backend_options.input: expected pixels or tensor, "
+                              f"got {input_kind!r}")
+        self._want_pixels = input_kind == "pixels"
+        self._pixels = False  # decided in open(): only for a 3-channel float NCHW image input
         self.artifact = artifact
         self.options = options
         self.precision = options.precision
@@ -158,11 +168,18 @@ class OpenVinoBackend(BackendBase):
         self._core = core
         inp = self._model.inputs[0]
         shape = tuple(d.get_length() if d.is_static else None for d in inp.get_partial_shape())
-        self._input = TensorSpec(inp.get_any_name(), shape, np.dtype(inp.get_element_type()
-                                                                      .to_dtype()))
-        log.info("openvino %s: %s (%s) on %s, %s hint, precision %s", ov.__version__,
+        dtype = np.dtype(inp.get_element_type().to_dtype())
+        self._pixels = (self._want_pixels and len(shape) == 4 and shape[1] == 3
+                        and dtype.kind == "f")
+        if self._pixels:
+            n, _, h, w = shape
+            self._input = TensorSpec(inp.get_any_name(), (n, h, w, 3), np.dtype(np.uint8), "NHWC")
+        else:
+            self._input = TensorSpec(inp.get_any_name(), shape, dtype)
+        log.info("openvino %s: %s (%s) on %s, %s hint, precision %s, %s input", ov.__version__,
                  self.model_path.name, self.encoding, self.device, self.hint.lower(),
-                 hint_precision or "device default")
+                 hint_precision or "device default",
+                 "uint8 BGR pixel" if self._pixels else "float tensor")
 
     def close(self) -> None:
         for entry in self._compiled.values():
@@ -179,13 +196,15 @@ class OpenVinoBackend(BackendBase):
     @property
     def max_in_flight(self) -> int:
         """OPTIMAL_NUMBER_OF_INFER_REQUESTS of the compiled model under the hint (or
-        `extra.requests`). Before the first batch, this compiles the default input shape."""
+        `backend_options.requests`). Before the first batch, this compiles the default input
+        shape."""
         if not self._requests:
             self._compile(self._default_shape())
         return self._requests
 
     def submit(self, batch: np.ndarray) -> InferenceHandle:
-        """Start `batch` (N,3,H,W) float32 on the next free request of its shape's model."""
+        """Start `batch` (`input.layout`: N,H,W,3 uint8 BGR or N,3,H,W float) on the next free
+        request of its shape's model."""
         if self._model is None:
             raise RuntimeError("backend is not open")
         entry = self._compiled.get(batch.shape) or self._compile(batch.shape)
@@ -244,7 +263,7 @@ class OpenVinoBackend(BackendBase):
     def _default_shape(self) -> tuple[int, ...]:
         spec = self.input
         size = self.options.input_size
-        fixed = [1, 3, size, size]
+        fixed = [1, size, size, 3] if self._pixels else [1, 3, size, size]
         return tuple(d if d is not None else fixed[i] for i, d in enumerate(spec.shape))
 
     def _compile(self, shape: tuple[int, ...]) -> _Compiled:
@@ -253,10 +272,15 @@ class OpenVinoBackend(BackendBase):
             want is None or want == got for want, got in zip(spec.shape, shape, strict=True))
         if not fits:
             want = "x".join("?" if d is None else str(d) for d in spec.shape)
-            raise ValueError(f"openvino: batch has shape {tuple(shape)}, the model takes {want}")
+            raise ValueError(f"openvino: batch has shape {tuple(shape)}, the model takes {want} "
+                             f"({spec.dtype} {spec.layout}: letterbox with the backend's "
+                             f"input.dtype and input.layout)")
         model = self._model.clone()
         if any(d is None for d in spec.shape):
-            model.reshape({0: list(shape)})
+            n, h, w = (shape[0], shape[1], shape[2]) if self._pixels else (shape[0], *shape[2:])
+            model.reshape({0: [n, 3, h, w]})
+        if self._pixels:
+            model = _pixel_input(model)
         try:
             compiled = self._core.compile_model(model, self.device, self._config)
         except Exception as err:  # RuntimeError from the plugin, e.g. an unsupported hint
@@ -274,6 +298,22 @@ class OpenVinoBackend(BackendBase):
         return entry
 
 
+def _pixel_input(model: Any) -> Any:
+    """`model` (float NCHW RGB 0..1 input) behind a PrePostProcessor that takes the letterboxed
+    frame as captured: uint8 NHWC BGR -> f32, BGR -> RGB, / 255, NHWC -> NCHW."""
+    import openvino as ov
+    from openvino.preprocess import ColorFormat, PrePostProcessor
+
+    ppp = PrePostProcessor(model)
+    inp = ppp.input()
+    inp.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")) \
+        .set_color_format(ColorFormat.BGR)
+    inp.model().set_layout(ov.Layout("NCHW"))
+    inp.preprocess().convert_element_type(ov.Type.f32).convert_color(ColorFormat.RGB) \
+        .scale(255.0)
+    return ppp.build()
+
+
 def _positive_int(value: str | None) -> int:
     if value is None:
         return 0
@@ -282,5 +322,5 @@ def _positive_int(value: str | None) -> int:
     except ValueError:
         n = 0
     if n < 1:
-        raise ConfigError(f"extra.requests: expected a positive integer, got {value!r}")
+        raise ConfigError(f"backend_options.requests: expected a positive integer, got {value!r}")
     return n

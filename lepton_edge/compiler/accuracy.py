@@ -24,9 +24,11 @@ import numpy as np
 
 from ..artifact import Artifact
 from ..backends import BackendOptions, create_backend
+from ..backends.base import TensorSpec
 from ..decode import DecodeSettings, get_decoder
 from ..detections import Detections
 from ..errors import CompileError
+from ..preprocess import pixels_from_tensor
 from .calibration import FrameSet
 
 log = logging.getLogger(__name__)
@@ -91,8 +93,9 @@ def detect(artifact: Artifact, frames: FrameSet, *, backend: str = "onnxruntime"
     with create_backend(backend, artifact, options) as model:
         for i in range(len(frames)):
             tensor, plan = frames.tensor(i)
+            batch = as_input(tensor, model.input)
             t0 = time.perf_counter()
-            raw = model.submit(tensor.astype(model.input.dtype, copy=False)).wait()
+            raw = model.submit(batch).wait()
             infer_s += time.perf_counter() - t0
             out.append(decode(raw[0][0], plan, settings))
     return Run(out, 1000.0 * infer_s / max(1, len(frames)))
@@ -104,7 +107,16 @@ def raw_outputs(artifact: Artifact, frames: FrameSet, *, backend: str = "onnxrun
     frames = frames.with_input(artifact.input.default_size, artifact.input.fixed_hw,
                                artifact.input.stride)
     with create_backend(backend, artifact, BackendOptions(precision=precision)) as model:
-        return [model.submit(frames.tensor(i)[0]).wait()[0][0] for i in range(len(frames))]
+        return [model.submit(as_input(frames.tensor(i)[0], model.input)).wait()[0][0]
+                for i in range(len(frames))]
+
+
+def as_input(tensor: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """A letterboxed (1,3,H,W) float tensor in the layout and dtype the backend takes (the
+    pixels it was made from, for a backend that normalizes in its graph)."""
+    if spec.layout == "NHWC":
+        return pixels_from_tensor(tensor)
+    return tensor.astype(spec.dtype, copy=False)
 
 
 def output_error(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray],

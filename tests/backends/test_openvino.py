@@ -34,8 +34,13 @@ def artifact():
     return load_artifact(ARTIFACT)
 
 
+def _input(backend: OpenVinoBackend, frame: np.ndarray):
+    """The letterboxed batch in the layout the backend says it takes, and its plan."""
+    return letterbox(frame, dtype=backend.input.dtype, layout=backend.input.layout)
+
+
 def _labels(backend: OpenVinoBackend, artifact, name: str) -> set[str]:
-    x, plan = letterbox(cv2.imread(str(IMAGES / name)))
+    x, plan = _input(backend, cv2.imread(str(IMAGES / name)))
     out = backend.submit(x).wait()
     dets = decode_yolov8(out[0][0], plan, DecodeSettings(score=0.5))
     return {artifact.classes[c] for c in dets.class_id}
@@ -55,7 +60,9 @@ def test_float_precisions_detect_known_objects(artifact, precision: str, tmp_pat
     with backend:
         assert isinstance(backend, Backend)  # (before open(), 3.11's check reads `input`)
         assert backend.input.name == "images" and backend.input.dynamic_hw
-        assert backend.input.dtype == np.float32
+        # the letterboxed frame as captured; the graph converts, reverses channels, scales
+        assert backend.input.dtype == np.uint8 and backend.input.layout == "NHWC"
+        assert backend.input.shape[1:] == (None, None, 3)
         hint = "f32" if precision == "fp32" else "bf16"
         for name, want in KNOWN.items():
             assert want <= _labels(backend, artifact, name), name
@@ -94,9 +101,8 @@ def test_async_requests_in_flight_give_each_frame_its_own_outputs(artifact) -> N
     cap = cv2.VideoCapture(str(REPO / "samples" / "vtest.avi"))
     frames = [cap.read()[1] for _ in range(6)]
     bikes = cv2.VideoCapture(str(REPO / "samples" / "bikes.mp4")).read()[1]
-    inputs = [letterbox(f)[0] for f in frames[:3]] + [letterbox(bikes)[0]] + \
-             [letterbox(f)[0] for f in frames[3:]]
     with OpenVinoBackend(artifact, BackendOptions(precision="fp32")) as backend:
+        inputs = [_input(backend, f)[0] for f in [*frames[:3], bikes, *frames[3:]]]
         n = backend.max_in_flight
         assert n >= 1
         alone = [backend.submit(x).wait()[0] for x in inputs]
@@ -106,6 +112,8 @@ def test_async_requests_in_flight_give_each_frame_its_own_outputs(artifact) -> N
                 got.append(pending.pop(0).wait()[0])
             pending.append(backend.submit(x))
         got += [h.wait()[0] for h in pending]
+        # one compiled model per letterbox shape, keyed by the NHWC batch shape
+        assert {(1, 512, 640, 3), (1, 288, 640, 3)} <= set(backend._compiled)
         first = got[0].copy()
         backend.submit(inputs[1]).wait()  # reusing a request must not touch returned arrays
         np.testing.assert_array_equal(got[0], first)
@@ -119,6 +127,34 @@ def test_async_requests_in_flight_give_each_frame_its_own_outputs(artifact) -> N
         np.testing.assert_allclose(g, a, rtol=0, atol=1e-3)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_pixel_input_computes_what_the_float_tensor_does(artifact, precision: str) -> None:
+    """The uint8 BGR input normalized in OpenVINO's graph gives the outputs of the float NCHW
+    tensor normalized in Python (`backend_options: {input: tensor}`), frame by frame."""
+    cap = cv2.VideoCapture(str(REPO / "samples" / "vtest.avi"))
+    frames = [cap.read()[1] for _ in range(3)]
+    tensor_opts = BackendOptions(precision=precision, extra={"input": "tensor"})
+    with OpenVinoBackend(artifact, tensor_opts) as floats, \
+            OpenVinoBackend(artifact, BackendOptions(precision=precision)) as pixels:
+        assert floats.input.layout == "NCHW" and floats.input.dtype == np.float32
+        assert pixels.input.layout == "NHWC" and pixels.input.dtype == np.uint8
+        for frame in frames:
+            want = floats.submit(_input(floats, frame)[0]).wait()[0]
+            got = pixels.submit(_input(pixels, frame)[0]).wait()[0]
+            assert got.shape == want.shape
+            # boxes in input pixels (0..640) and sigmoid scores: equal up to float rounding
+            np.testing.assert_allclose(got, want, rtol=0, atol=0.05)
+            assert np.abs(got[0, 4:] - want[0, 4:]).max() < 2e-3
+
+
+def test_pixel_input_refuses_a_float_batch(artifact) -> None:
+    """A batch in the wrong layout is refused with the shapes, not run."""
+    with OpenVinoBackend(artifact, BackendOptions(precision="fp32")) as backend:
+        x, _ = letterbox(cv2.imread(str(IMAGES / "dog.jpg")))  # (1,3,H,W) float32
+        with pytest.raises(ValueError, match=r"the model takes \?x\?x\?x3 \(uint8 NHWC"):
+            backend.submit(x)
+
+
 def test_latency_hint_keeps_one_request(artifact) -> None:
     opts = BackendOptions(precision="fp32", extra={"hint": "latency"})
     with OpenVinoBackend(artifact, opts) as backend:
@@ -127,9 +163,10 @@ def test_latency_hint_keeps_one_request(artifact) -> None:
 
 @pytest.mark.parametrize(("options", "match"), [
     (BackendOptions(precision="int4"), "precision: openvino runs"),
-    (BackendOptions(extra={"streams": "2"}), "extra: openvino does not know streams"),
-    (BackendOptions(extra={"hint": "fast"}), "extra.hint"),
-    (BackendOptions(extra={"requests": "0"}), "extra.requests"),
+    (BackendOptions(extra={"streams": "2"}), "backend_options: openvino does not know streams"),
+    (BackendOptions(extra={"hint": "fast"}), "backend_options.hint"),
+    (BackendOptions(extra={"requests": "0"}), "backend_options.requests"),
+    (BackendOptions(extra={"input": "nv12"}), "backend_options.input: expected pixels or tensor"),
 ])
 def test_bad_options_are_config_errors(artifact, options, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
