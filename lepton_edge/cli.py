@@ -173,7 +173,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", "-c", default="deploy/bench.yaml")
     p.add_argument("--frames", type=int, default=0, help="stop after N frames (0: whole clip)")
     p.add_argument("--backend", action="append",
-                   help="compare several: backend[:precision] (repeatable), e.g. openvino:int8")
+                   help="compare several: backend[:precision][,option=value...] (repeatable), "
+                        "e.g. openvino:int8 or openvino:int8,input=tensor")
     p.add_argument("--bare-seconds", type=float, default=10.0,
                    help="seconds of bare inference (half before, half after the run)")
     p.add_argument("--json", action="store_true", help="one JSON object on the last line")

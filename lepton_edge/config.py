@@ -89,6 +89,8 @@ class Config(_Strict):
     backend: str = "auto"
     precision: Precision = "fp32"
     device: str = "CPU"
+    # Settings only one backend knows (OpenVINO: hint, requests, input); it names unknown ones.
+    backend_options: dict[str, str | int] = Field(default_factory=dict)
     threads: Annotated[int, Field(ge=0, le=256)] = 0
     input_size: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] = 640
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from .conftest import VTEST, run_cli, write_config
 
 
@@ -32,3 +34,26 @@ def test_bench_needs_a_video_file(tmp_path: Path) -> None:
     result = run_cli("bench", "--config", str(cfg), timeout=60)
     assert result.returncode == 2
     assert "bench needs at least one video file" in result.stderr
+
+
+def test_bench_compares_backend_options_in_one_run(tmp_path: Path) -> None:
+    """`--backend NAME:PRECISION,KEY=VALUE` runs each variant and prints same-run ratios."""
+    pytest.importorskip("openvino", reason="needs the openvino extra")
+    cfg = write_config(tmp_path / "c.yaml", input_size=320)
+    result = run_cli("--log-level", "warning", "bench", "--config", str(cfg), "--frames", "8",
+                     "--bare-seconds", "0.5", "--backend", "openvino:fp32",
+                     "--backend", "openvino:fp32,input=tensor", "--json", timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert "relative to openvino fp32 (same run):" in result.stdout
+    assert "openvino fp32,input=tensor: end-to-end" in result.stdout
+    runs = json.loads(result.stdout.strip().splitlines()[-1])["results"]
+    assert [r["options"] for r in runs] == [{}, {"input": "tensor"}]
+    assert all(r["frames"] == 8 for r in runs)
+
+
+def test_bench_refuses_a_malformed_backend_spec_before_running(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.yaml")
+    result = run_cli("bench", "--config", str(cfg), "--backend", "openvino:int8,input",
+                     timeout=60)
+    assert result.returncode == 2
+    assert "expected NAME[:PRECISION][,KEY=VALUE...], got 'input'" in result.stderr

@@ -61,6 +61,15 @@ def test_plugin_backend_name_is_accepted() -> None:
     assert parse_config("model: m\nbackend: my.pkg:Thing\n" + BASE[9:]).backend == "my.pkg:Thing"
 
 
+def test_backend_options_reach_the_backend_as_strings() -> None:
+    from lepton_edge.daemon import backend_options
+
+    cfg = parse_config("model: m\nbackend_options: {requests: 2, hint: latency}\n" + BASE[9:])
+    assert backend_options(cfg).extra == {"requests": "2", "hint": "latency"}
+    with pytest.raises(ConfigError, match=r"backend_options\.hint"):
+        parse_config("model: m\nbackend_options: {hint: [a]}\n" + BASE[9:])
+
+
 def test_config_is_frozen() -> None:
     cfg = parse_config(BASE)
     with pytest.raises(Exception, match="frozen"):

@@ -81,6 +81,14 @@ def test_bad_config_names_the_field_and_exits_2(tmp_path: Path) -> None:
     assert f"{cfg}:" in line
 
 
+def test_backend_option_the_backend_does_not_read_is_named(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.yaml", backend="onnxruntime",
+                       backend_options={"requests": 2})
+    result = run_cli("run", "--config", str(cfg))
+    assert result.returncode == 2
+    assert "backend_options: onnxruntime does not know requests" in _error_line(result)
+
+
 def test_missing_model_says_which_path(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "c.yaml", model=str(tmp_path / "nowhere"))
     result = run_cli("run", "--config", str(cfg))

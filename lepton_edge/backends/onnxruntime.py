@@ -11,7 +11,14 @@ import numpy as np
 
 from ..artifact import Artifact
 from ..errors import BackendUnavailableError, ModelError
-from .base import BackendBase, BackendOptions, Done, InferenceHandle, TensorSpec
+from .base import (
+    BackendBase,
+    BackendOptions,
+    Done,
+    InferenceHandle,
+    TensorSpec,
+    check_options,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +35,7 @@ class OnnxRuntimeBackend(BackendBase):
     name = "onnxruntime"
 
     def __init__(self, artifact: Artifact, options: BackendOptions) -> None:
+        check_options(self.name, options.extra, {})
         self.artifact = artifact
         self.options = options
         self.precision = options.precision

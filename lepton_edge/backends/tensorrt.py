@@ -24,11 +24,15 @@ import numpy as np
 from ..artifact import Artifact
 from ..errors import BackendUnavailableError, ModelError
 from ..preprocess import LetterboxPlan, plan_letterbox
-from .base import BackendBase, BackendOptions, InferenceHandle, TensorSpec
+from .base import BackendBase, BackendOptions, InferenceHandle, TensorSpec, check_options
 
 log = logging.getLogger(__name__)
 
 SLOTS = 2
+# Keys this backend reads from `BackendOptions.extra` (the config's `backend_options`).
+OPTION_KEYS = {
+    "host_memory": "auto (mapped on integrated GPUs such as Jetson, else pinned), mapped or pinned",
+}
 
 
 def available() -> tuple[bool, str]:
@@ -98,6 +102,7 @@ class TensorRtBackend(BackendBase):
     name = "tensorrt"
 
     def __init__(self, artifact: Artifact, options: BackendOptions) -> None:
+        check_options(self.name, options.extra, OPTION_KEYS)
         self.artifact = artifact
         self.options = options
         self.precision = options.precision
