@@ -55,6 +55,7 @@ class CompileOptions:
     sensitivity_frames: int = 32
     device: bool = True  # also write (and score) the TensorRT-shaped encoding
     openvino: bool = True
+    openvino_overflow_fix: str = "disable"  # NNCF OverflowFix: see compiler/openvino_int8.py
     plan: bool = False
     state_dir: Path | None = None
     trt_version: int = trt_calib_cache.DEFAULT_VERSION
@@ -353,9 +354,11 @@ def openvino_step(opts: CompileOptions, out: Path, base: Artifact, frames: Frame
     with step("int8-openvino") as d:
         patterns = [YOLO_TAIL.replace(r"\d+", base_head(out))] if opts.float_tail else []
         files = openvino_int8.quantize_openvino(out / FILES["fp32"], frames.calibrate, out,
-                                                ignored_patterns=patterns)
+                                                ignored_patterns=patterns,
+                                                overflow_fix=opts.openvino_overflow_fix)
         models["int8-openvino"] = {"file": files[0], "extra_files": list(files[1:]),
-                                   "precision": "int8", "encoding": "openvino-nncf"}
+                                   "precision": "int8", "encoding": "openvino-nncf",
+                                   "overflow_fix": opts.openvino_overflow_fix}
         art = dataclasses.replace(base, root=out, models={**base.models, **models})
         run = accuracy.detect(art, frames.evaluate, backend="openvino", precision="int8")
         s = accuracy.agreement(reference.detections, run.detections)

@@ -44,6 +44,10 @@ def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-device", action="store_true",
                         help="skip the TensorRT-shaped (symmetric) encoding")
     parser.add_argument("--no-openvino", action="store_true", help="skip the OpenVINO encoding")
+    parser.add_argument("--openvino-overflow-fix", default="disable",
+                        choices=("disable", "first_layer_only", "enable"),
+                        help="NNCF weight range: disable = full 8 bits, for CPUs with VNNI/AMX "
+                             "(default); first_layer_only or enable for older x86 CPUs")
     parser.add_argument("--plan", action="store_true",
                         help="also build the TensorRT plan (needs TensorRT and a GPU)")
     parser.add_argument("--state-dir", type=Path, default=None,
@@ -67,7 +71,8 @@ def run_compile(args: argparse.Namespace) -> int:
         quant=QuantSettings(method=args.calib_method, percentile=args.percentile),
         floor=args.floor, max_float_steps=args.max_float_steps,
         float_tail=not args.no_float_tail, device=not args.no_device,
-        openvino=not args.no_openvino, plan=args.plan, state_dir=args.state_dir,
+        openvino=not args.no_openvino, openvino_overflow_fix=args.openvino_overflow_fix,
+        plan=args.plan, state_dir=args.state_dir,
         trt_version=args.trt_version, progress=not args.no_progress,
     )
     out = compile_model(opts)

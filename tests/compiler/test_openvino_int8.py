@@ -19,6 +19,7 @@ from lepton_edge.preprocess import letterbox
 
 pytest.importorskip("nncf", reason="needs the openvino extra: pip install 'lepton-edge[openvino]'")
 from lepton_edge.backends.openvino import OpenVinoBackend
+from lepton_edge.compiler.accuracy import as_input
 from lepton_edge.compiler.openvino_int8 import available, quantize_openvino
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,13 +57,15 @@ def test_quantized_model_loads_through_the_backend_and_finds_the_dog(tmp_path: P
     with OpenVinoBackend(art, BackendOptions(precision="int8")) as backend:
         assert backend.encoding == "int8-openvino"
         x, plan = letterbox(cv2.imread(str(REPO / "samples" / "images" / "dog.jpg")))
-        dets = decode_yolov8(backend.submit(x).wait()[0][0], plan, DecodeSettings(score=0.5))
+        dets = decode_yolov8(backend.submit(as_input(x, backend.input)).wait()[0][0], plan,
+                             DecodeSettings(score=0.5))
         found = {art.classes[c] for c in dets.class_id}
         assert {"dog", "bicycle"} <= found
         # the quantized IR keeps dynamic H and W: one file serves every letterbox shape
         assert backend.input.dynamic_hw
         bikes = cv2.VideoCapture(str(REPO / "samples" / "bikes.mp4")).read()[1]
-        assert backend.submit(letterbox(bikes)[0]).wait()[0].shape == (1, 84, 3780)
+        batch = as_input(letterbox(bikes)[0], backend.input)  # the layout the backend takes
+        assert backend.submit(batch).wait()[0].shape == (1, 84, 3780)
 
 
 @pytest.mark.parametrize(("calibration", "match"), [
@@ -79,3 +82,34 @@ def test_ignored_pattern_that_matches_nothing_is_refused(tmp_path: Path) -> None
     with pytest.raises(CompileError, match="no node matches"):
         quantize_openvino(FLOAT_ONNX, _calibration(1), tmp_path,
                           ignored_patterns=[r"/model\.99/"])
+
+
+def test_default_recipe_feeds_every_shape_with_full_range_weights(tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    """The measured default (module docstring): every calibration frame at its own letterbox
+    shape, and NNCF's overflow fix off; `one_shape=True` keeps the old frame choice."""
+    import nncf
+
+    seen: list[dict] = []
+
+    def fake_quantize(model, dataset, **kwargs):
+        shapes = {tuple(next(iter(x.values())).shape) for x in dataset.get_inference_data()}
+        seen.append({"shapes": shapes, **kwargs})
+        return model  # the float model: enough to check what was passed
+
+    monkeypatch.setattr(nncf, "quantize", fake_quantize)
+    frames = _calibration(2)  # two 640x512 frames and one 640x288
+    quantize_openvino(FLOAT_ONNX, frames, tmp_path)
+    quantize_openvino(FLOAT_ONNX, frames, tmp_path, one_shape=True,
+                      overflow_fix="first_layer_only")
+    assert seen[0]["shapes"] == {(1, 3, 512, 640), (1, 3, 288, 640)}
+    assert seen[0]["subset_size"] == 3
+    assert seen[0]["advanced_parameters"].overflow_fix == nncf.OverflowFix.DISABLE
+    assert seen[1]["shapes"] == {(1, 3, 512, 640)}
+    assert seen[1]["subset_size"] == 2
+    assert seen[1]["advanced_parameters"].overflow_fix == nncf.OverflowFix.FIRST_LAYER
+
+
+def test_unknown_overflow_fix_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CompileError, match="overflow_fix 'off'"):
+        quantize_openvino(FLOAT_ONNX, _calibration(1), tmp_path, overflow_fix="off")
