@@ -61,6 +61,22 @@ def available() -> tuple[bool, str]:
     return True, f"openvino {ov.__version__} on {', '.join(devices)}"
 
 
+def x86_has_vnni(cpuinfo: str | None = None) -> bool | None:
+    """Whether this x86 CPU has an 8-bit dot-product instruction (AVX512_VNNI, AVX_VNNI or AMX);
+    None where that cannot be told (not x86, no /proc/cpuinfo). Without one, OpenVINO's INT8
+    kernels can saturate on weights that use the full 8-bit range."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
+                  if line.startswith("flags")), None)
+    if flags is None or "sse2" not in flags:
+        return None
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
+
+
 def device_capabilities(core: Any, device: str) -> list[str]:
     """The device's OPTIMIZATION_CAPABILITIES (e.g. ['BF16', 'FP32', 'INT8', ...]).
     The one place the backend asks the hardware what it can do."""
@@ -164,6 +180,7 @@ class OpenVinoBackend(BackendBase):
         if self.options.threads:
             config["INFERENCE_NUM_THREADS"] = self.options.threads
         self._model = self._load(ov, core)
+        self._warn_full_range_weights()
         self._config = config
         self._core = core
         inp = self._model.inputs[0]
@@ -243,6 +260,15 @@ class OpenVinoBackend(BackendBase):
                 f"precision {self.precision}: device {self.device} does not support "
                 f"{capability} (its OPTIMIZATION_CAPABILITIES are {', '.join(caps) or 'empty'}); "
                 f"choose precision fp32 or int8, or a device with {capability}")
+
+    def _warn_full_range_weights(self) -> None:
+        entry = self.artifact.models.get(self.encoding, {})
+        if (entry.get("overflow_fix") == "disable" and self.device.startswith(("CPU", "AUTO"))
+                and x86_has_vnni() is False):
+            log.warning("%s: built with full 8-bit weights (overflow_fix: disable) for CPUs with "
+                        "VNNI or AMX; this CPU has neither, so INT8 results may saturate. Rebuild "
+                        "it here with `lepton-edge compile ... --openvino-overflow-fix "
+                        "first_layer_only`, or run precision fp32/bf16", self.model_path)
 
     def _load(self, ov: Any, core: Any) -> Any:
         path = self.model_path

@@ -190,3 +190,37 @@ def test_constructor_does_no_io(tmp_path: Path) -> None:
     backend = OpenVinoBackend(art, BackendOptions())
     with pytest.raises(ModelError, match="model file not found"):
         backend.open()
+
+
+@pytest.mark.parametrize(("flags", "want"), [
+    ("fpu sse2 avx2 avx512f avx512_vnni", True),
+    ("fpu sse2 avx2 avx_vnni", True),
+    ("fpu sse2 avx2 amx_int8 amx_tile", True),
+    ("fpu sse2 avx2 avx512f avx512bw", False),  # AVX-512 without VNNI (Skylake-SP)
+    (None, None),  # no flags line: not told
+])
+def test_vnni_is_read_from_the_cpu_flags(flags, want) -> None:
+    text = "processor\t: 0\n" + (f"flags\t\t: {flags}\n" if flags else "Features\t: neon\n")
+    assert ov_backend.x86_has_vnni(text) is want
+
+
+def test_full_range_int8_weights_warn_on_a_cpu_without_vnni(artifact, monkeypatch,
+                                                            caplog) -> None:
+    """The compiler records overflow_fix; a CPU without VNNI gets one warning saying how to
+    rebuild, and the model still runs."""
+    if "int8-openvino" not in artifact.models:
+        pytest.skip("artifact without an int8-openvino encoding")
+    entry = {**artifact.models["int8-openvino"], "overflow_fix": "disable"}
+    art = __import__("dataclasses").replace(
+        artifact, models={**artifact.models, "int8-openvino": entry})
+    monkeypatch.setattr(ov_backend, "x86_has_vnni", lambda: False)
+    with caplog.at_level("WARNING", logger="lepton_edge.backends.openvino"), \
+            OpenVinoBackend(art, BackendOptions(precision="int8")) as backend:
+        assert {"dog", "bicycle"} <= _labels(backend, art, "dog.jpg")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "--openvino-overflow-fix first_layer_only" in warnings[0]
+    monkeypatch.setattr(ov_backend, "x86_has_vnni", lambda: True)
+    caplog.clear()
+    with OpenVinoBackend(art, BackendOptions(precision="int8")):
+        pass
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
