@@ -36,7 +36,7 @@ from .errors import ConfigError, LeptonError
 from .messages import HealthMessage
 from .notify import SystemdNotifier
 from .pipeline import Pipeline, PipelineSettings
-from .preprocess import padded_buffer
+from .preprocess import configure_opencv, padded_buffer
 from .publish import Publisher
 from .sources import Frame, Source, State, configure_ffmpeg
 
@@ -142,6 +142,7 @@ class Daemon:
         config = self.config = load_config(self.config_path, self.options.overrides)
         logs.set_level(config.log_level)
         configure_ffmpeg()
+        configure_opencv()
         artifact = self.artifact = load_artifact(config.resolve(config.model))
         decode = decode_settings(config, artifact)
         backend = self.backend = create_backend(config.backend, artifact, backend_options(config))

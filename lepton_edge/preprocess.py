@@ -86,6 +86,13 @@ def _with_margin(n: int, stride: int) -> int:
     return math.ceil(n / stride + 0.5) * stride
 
 
+def configure_opencv() -> None:
+    """The daemon's OpenCV setting: one thread. A letterbox resize takes well under a
+    millisecond; OpenCV's thread pool costs more in wake-ups than it saves there, and its second
+    thread takes the core an inference stream is running on."""
+    cv2.setNumThreads(1)
+
+
 def padded_buffer(h: int, w: int, dtype: np.dtype | type = np.float32, layout: str = "NCHW",
                   batch: int = 1) -> np.ndarray:
     """A gray input batch of `layout`: (N,3,H,W) at 114/255, or (N,H,W,3) uint8 at 114."""
