@@ -125,8 +125,12 @@ class Letterbox:
         self.plan = plan
         self.dtype = np.dtype(dtype)
         self.layout = layout
-        if layout == "NHWC" and self.dtype != np.uint8:
-            raise ValueError(f"the NHWC layout holds uint8 BGR pixels, not {self.dtype}")
+        if layout == "NHWC":
+            if self.dtype != np.uint8:
+                raise ValueError(f"the NHWC layout holds uint8 BGR pixels, not {self.dtype}")
+            self._pad: float | int = PAD_VALUE
+            return  # the resize writes into the output itself: no scratch buffers
+        self._pad = PAD_VALUE / 255.0
         self._resized = np.empty((plan.new_h, plan.new_w, 3), np.uint8)
         self._planes = [np.empty((plan.new_h, plan.new_w), np.uint8) for _ in range(3)]
         self._scale = self.dtype.type(1.0 / 255.0)  # scaled in the buffer's own precision
@@ -151,42 +155,32 @@ class Letterbox:
             )
         if out.shape != self.shape:
             raise ValueError(f"output buffer has shape {out.shape}, expected {self.shape}")
-        if self.layout == "NHWC":
-            return self._pixels(frame, out)
-        if (p.new_w, p.new_h) == (p.src_w, p.src_h):
-            resized = frame
-        else:
-            resized = cv2.resize(frame, (p.new_w, p.new_h), dst=self._resized,
-                                 interpolation=cv2.INTER_LINEAR)
+        hwc = out if self.layout == "NHWC" else out.transpose(1, 2, 0)  # a view either way
         ys = slice(p.pad_y, p.pad_y + p.new_h)
         xs = slice(p.pad_x, p.pad_x + p.new_w)
-        pad = PAD_VALUE / 255.0  # the strips are small; writing them each time keeps no state
-        out[:, : p.pad_y, :] = pad
-        out[:, p.pad_y + p.new_h :, :] = pad
-        out[:, ys, : p.pad_x] = pad
-        out[:, ys, p.pad_x + p.new_w :] = pad
+        # The strips are small; writing them each time keeps no state about the buffer.
+        hwc[: p.pad_y] = self._pad
+        hwc[p.pad_y + p.new_h :] = self._pad
+        hwc[ys, : p.pad_x] = self._pad
+        hwc[ys, p.pad_x + p.new_w :] = self._pad
+        same_size = (p.new_w, p.new_h) == (p.src_w, p.src_h)
+        if self.layout == "NHWC":  # uint8 BGR: resize straight into the picture area
+            area = out[ys, xs]
+            if same_size:
+                np.copyto(area, frame)
+                return out
+            resized = cv2.resize(frame, (p.new_w, p.new_h), dst=area,
+                                 interpolation=cv2.INTER_LINEAR)
+            if resized.ctypes.data != area.ctypes.data:  # OpenCV allocated instead: copy it in
+                np.copyto(area, resized)
+            return out
+        resized = frame if same_size else cv2.resize(frame, (p.new_w, p.new_h),
+                                                     dst=self._resized,
+                                                     interpolation=cv2.INTER_LINEAR)
         # Split into contiguous planes first: scaling strided HWC channels costs twice as much.
         blue, green, red = cv2.split(resized, self._planes)
         for c, plane in enumerate((red, green, blue)):  # BGR -> RGB planes
             np.multiply(plane, self._scale, out=out[c, ys, xs], casting="unsafe")
-        return out
-
-    def _pixels(self, frame: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """NHWC uint8 BGR: resize straight into the padded buffer's picture area."""
-        p = self.plan
-        ys = slice(p.pad_y, p.pad_y + p.new_h)
-        xs = slice(p.pad_x, p.pad_x + p.new_w)
-        out[: p.pad_y] = PAD_VALUE
-        out[p.pad_y + p.new_h :] = PAD_VALUE
-        out[ys, : p.pad_x] = PAD_VALUE
-        out[ys, p.pad_x + p.new_w :] = PAD_VALUE
-        area = out[ys, xs]
-        if (p.new_w, p.new_h) == (p.src_w, p.src_h):
-            np.copyto(area, frame)
-            return out
-        resized = cv2.resize(frame, (p.new_w, p.new_h), dst=area, interpolation=cv2.INTER_LINEAR)
-        if resized.ctypes.data != area.ctypes.data:  # OpenCV allocated instead: copy it in
-            np.copyto(area, resized)
         return out
 
 
