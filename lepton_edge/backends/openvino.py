@@ -131,16 +131,10 @@ class OpenVinoBackend(BackendBase):
             raise ConfigError(f"precision: openvino runs {', '.join(PRECISIONS)}, "
                               f"got {options.precision!r}")
         check_options(self.name, options.extra, OPTION_KEYS)
-        hint = options.extra.get("hint", "throughput").lower()
-        if hint not in ("throughput", "latency"):
-            raise ConfigError(f"backend_options.hint: expected throughput or latency, got {hint!r}")
+        hint = _choice(options.extra, "hint", ("throughput", "latency"))
         self._requests_override = _positive_int(options.extra.get("requests"))
-        input_kind = options.extra.get("input", "pixels").lower()
-        if input_kind not in ("pixels", "tensor"):
-            raise ConfigError(f"backend_options.input: expected pixels or tensor, "
-                              f"got {input_kind!r}")
-        self._want_pixels = input_kind == "pixels"
-        self._pixels = False  # decided in open(): only for a 3-channel float NCHW image input
+        # open() gives pixels only to a 3-channel float NCHW image input (`_pixels`)
+        self._want_pixels = _choice(options.extra, "input", ("pixels", "tensor")) == "pixels"
         self.artifact = artifact
         self.options = options
         self.precision = options.precision
@@ -186,9 +180,7 @@ class OpenVinoBackend(BackendBase):
         inp = self._model.inputs[0]
         shape = tuple(d.get_length() if d.is_static else None for d in inp.get_partial_shape())
         dtype = np.dtype(inp.get_element_type().to_dtype())
-        self._pixels = (self._want_pixels and len(shape) == 4 and shape[1] == 3
-                        and dtype.kind == "f")
-        if self._pixels:
+        if self._want_pixels and len(shape) == 4 and shape[1] == 3 and dtype.kind == "f":
             n, _, h, w = shape
             self._input = TensorSpec(inp.get_any_name(), (n, h, w, 3), np.dtype(np.uint8), "NHWC")
         else:
@@ -209,6 +201,11 @@ class OpenVinoBackend(BackendBase):
 
     # -- protocol -------------------------------------------------------------------------
 
+
+    @property
+    def _pixels(self) -> bool:
+        """The input is the letterboxed uint8 BGR frame, normalized by a PrePostProcessor."""
+        return self.input.layout == "NHWC"
 
     @property
     def max_in_flight(self) -> int:
@@ -338,6 +335,15 @@ def _pixel_input(model: Any) -> Any:
     inp.preprocess().convert_element_type(ov.Type.f32).convert_color(ColorFormat.RGB) \
         .scale(255.0)
     return ppp.build()
+
+
+def _choice(extra: dict[str, str], key: str, choices: tuple[str, ...]) -> str:
+    """`backend_options[key]` (lower-cased), one of `choices`; the first is the default."""
+    value = extra.get(key, choices[0]).lower()
+    if value not in choices:
+        raise ConfigError(f"backend_options.{key}: expected {' or '.join(choices)}, "
+                          f"got {value!r}")
+    return value
 
 
 def _positive_int(value: str | None) -> int:
