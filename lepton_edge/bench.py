@@ -24,6 +24,7 @@ from .artifact import load_artifact
 from .backends import create_backend
 from .config import load_config
 from .daemon import Daemon, RunOptions, backend_options
+from .errors import ConfigError, SourceError
 from .preprocess import Letterbox, plan_letterbox
 from .sources import classify
 
@@ -55,8 +56,6 @@ def _first_frame(url: str) -> Any:
     ok, frame = cap.read()
     cap.release()
     if not ok:
-        from .errors import SourceError
-
         raise SourceError(f"{url}: cannot read a frame to size the bare-inference tensor")
     return frame
 
@@ -69,8 +68,6 @@ def parse_spec(spec: str) -> tuple[str | None, str | None, dict[str, str]]:
     for pair in pairs:
         key, eq, value = pair.partition("=")
         if not eq or not key:
-            from .errors import ConfigError
-
             raise ConfigError(f"--backend {spec}: expected NAME[:PRECISION][,KEY=VALUE...], "
                               f"got {pair!r}")
         options[key.strip()] = value.strip()
@@ -94,8 +91,6 @@ def bench_one(config_path: Path, backend: str | None, precision: str | None, fra
         cams.append({**cam.model_dump(), "mode": "bench", "loop": False,
                      "max_frames": frames or cam.max_frames})
     if not cams:
-        from .errors import ConfigError
-
         raise ConfigError(f"{config_path}: cameras: bench needs at least one video file")
     overrides["cameras"] = cams
     config = load_config(config_path, overrides)

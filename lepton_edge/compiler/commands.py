@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import CompileError
 from .calibration import DEFAULT_COUNT, DEFAULT_EVAL_COUNT
+from .openvino_int8 import OVERFLOW_FIX
 from .quantize import METHODS, QuantSettings
 from .trt_calib_cache import DEFAULT_VERSION
 
@@ -45,7 +46,7 @@ def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the TensorRT-shaped (symmetric) encoding")
     parser.add_argument("--no-openvino", action="store_true", help="skip the OpenVINO encoding")
     parser.add_argument("--openvino-overflow-fix", default="disable",
-                        choices=("disable", "first_layer_only", "enable"),
+                        choices=OVERFLOW_FIX,
                         help="NNCF weight range: disable = full 8 bits, for CPUs with VNNI/AMX "
                              "(default); first_layer_only or enable for older x86 CPUs")
     parser.add_argument("--plan", action="store_true",
