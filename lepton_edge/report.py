@@ -75,15 +75,20 @@ def _stages(msgs: list[DetectionMessage]) -> dict[str, np.ndarray]:
     return {s: np.array([m.latency_ms.get(s, np.nan) for m in msgs], float) for s in order}
 
 
+def _decorate(ax: Any, xlabel: str, ylabel: str, title: str) -> None:
+    """Labels, title, grid and legend, alike on every plot."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+
+
 def _latency(ax: Any, msgs: list[DetectionMessage]) -> None:
     x = [m.frame for m in msgs]
     for stage, ms in _stages(msgs).items():
         ax.plot(x, ms, linewidth=0.8, label=f"{stage} (p50 {np.nanmedian(ms):.1f} ms)")
-    ax.set_xlabel("frame")
-    ax.set_ylabel("latency (ms)")
-    ax.set_title("latency per stage")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper right")
+    _decorate(ax, "frame", "latency (ms)", "latency per stage")
 
 
 def _latency_hist(ax: Any, msgs: list[DetectionMessage]) -> None:
@@ -95,11 +100,7 @@ def _latency_hist(ax: Any, msgs: list[DetectionMessage]) -> None:
         ok = ms[np.isfinite(ms)]
         ax.hist(np.clip(ok, 0, bins[-1]), bins=bins, histtype="step", linewidth=1.2,
                 label=f"{stage} (p99 {np.percentile(ok, 99) if ok.size else 0:.1f} ms)")
-    ax.set_xlabel("latency (ms)")
-    ax.set_ylabel("frames")
-    ax.set_title("latency histogram")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper right")
+    _decorate(ax, "latency (ms)", "frames", "latency histogram")
 
 
 def _detections(ax: Any, msgs: list[DetectionMessage]) -> None:
@@ -110,8 +111,4 @@ def _detections(ax: Any, msgs: list[DetectionMessage]) -> None:
         ax.plot(x, y, linewidth=0.9, label=f"{label} ({n})")
     ax.plot(x, [len(m.detections) for m in msgs], color="black", linewidth=0.6, alpha=0.5,
             label=f"all ({sum(totals.values())})")
-    ax.set_xlabel("frame")
-    ax.set_ylabel("detections")
-    ax.set_title("detections per class")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper right")
+    _decorate(ax, "frame", "detections", "detections per class")
