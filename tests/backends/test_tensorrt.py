@@ -5,8 +5,6 @@ agrees with the CPU one, two batches run in flight, and no frame allocates."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -19,16 +17,15 @@ from lepton_edge.backends.tensorrt import TensorRtBackend, available
 from lepton_edge.errors import BackendUnavailableError
 from lepton_edge.preprocess import Letterbox, plan_letterbox
 
+from ..support.imports import gpu_modules_imported_by
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACT = ROOT / "engines" / "yolov8n"
 
 
 def test_importing_the_backend_imports_no_tensorrt_or_pycuda():
-    code = ("import sys, lepton_edge.backends.tensorrt, lepton_edge.backends.cuda.buffers; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorrt', 'pycuda')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=ROOT)
-    assert out.stdout.strip() == "[]"
+    assert gpu_modules_imported_by("lepton_edge.backends.tensorrt",
+                                   "lepton_edge.backends.cuda.buffers") == []
 
 
 def test_available_returns_a_reason_and_never_raises():

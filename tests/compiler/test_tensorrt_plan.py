@@ -4,8 +4,6 @@ CPU machine), settings validation, and a real build where both are present (mark
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,8 @@ import pytest
 from lepton_edge.compiler import tensorrt_plan
 from lepton_edge.compiler.tensorrt_plan import PlanSettings, available, build_plan
 from lepton_edge.errors import BackendUnavailableError, CompileError
+
+from ..support.imports import gpu_modules_imported_by
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "engines" / "yolov8n" / "model.onnx"
@@ -36,11 +36,8 @@ def test_build_plan_without_tensorrt_or_gpu_is_a_clear_error(tmp_path):
 
 
 def test_importing_the_builder_imports_no_tensorrt():
-    code = ("import sys, lepton_edge.compiler.tensorrt_plan, lepton_edge.engine_cache; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorrt', 'pycuda')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=ROOT)
-    assert out.stdout.strip() == "[]"
+    assert gpu_modules_imported_by("lepton_edge.compiler.tensorrt_plan",
+                                   "lepton_edge.engine_cache") == []
 
 
 @pytest.mark.parametrize("kwargs, message", [
