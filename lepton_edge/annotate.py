@@ -21,7 +21,7 @@ import numpy as np
 
 from .detections import Detections
 from .errors import ConfigError
-from .sources import Frame
+from .results import FrameResult
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +109,13 @@ class Annotator:
     def frames(self) -> dict[str, int]:
         return {cam: t.frames for cam, t in self._tracks.items()}
 
-    def add(self, frame: Frame, dets: Detections, payload: bytes) -> None:
-        """The pipeline's on_result hook: draw and write one published frame."""
+    def add(self, result: FrameResult, payload: bytes) -> None:
+        """The pipeline's per-frame hook: draw and write one published frame."""
+        dets = result.detections
         with self._lock:
             if self._closed:
                 return
-            track = self._track(frame)
+            track = self._track(result)
             now = time.monotonic()
             if track.last is not None:
                 inst = 1.0 / max(now - track.last, 1e-6)
@@ -122,9 +123,9 @@ class Annotator:
             track.last = now
             body = _payload(payload)
             labels = [str(d.get("label", "")) for d in body.get("detections", [])]
-            image = draw(frame.image, dets, labels)
+            image = draw(result.image, dets, labels)
             lat = body.get("latency_ms", {})
-            lines = [f"{frame.camera} frame {frame.index}  {len(dets)} det  {track.fps:.1f} fps",
+            lines = [f"{result.camera} frame {result.frame}  {len(dets)} det  {track.fps:.1f} fps",
                      "  ".join(f"{k} {lat[k]:.1f} ms" for k in ("infer", "capture_to_publish")
                                if isinstance(lat.get(k), (int, float)))]
             overlay(image, [t for t in lines if t])
@@ -134,7 +135,7 @@ class Annotator:
             track.writer.write(image)
             track.frames += 1
 
-    def _track(self, frame: Frame) -> _Track:
+    def _track(self, frame: FrameResult) -> _Track:
         track = self._tracks.get(frame.camera)
         if track is not None:
             return track

@@ -25,6 +25,7 @@ from .backends import create_backend
 from .config import load_config
 from .daemon import Daemon, RunOptions, backend_options
 from .errors import ConfigError, SourceError
+from .pipeline.stats import format_latency
 from .preprocess import Letterbox, plan_letterbox
 from .sources import classify
 
@@ -115,13 +116,13 @@ def bench_one(config_path: Path, backend: str | None, precision: str | None, fra
         bare.close()
     summary = daemon.summary
     assert summary is not None and daemon.pipeline is not None and daemon.backend is not None
-    p = daemon.pipeline
-    elapsed = p.active_seconds
-    e2e = p.published_frames / elapsed if elapsed > 0 else 0.0
+    stats = daemon.pipeline.stats
+    elapsed = stats.active_seconds
+    e2e = stats.published_frames / elapsed if elapsed > 0 else 0.0
     bare_fps = (fps_before + fps_after) / 2
     return {
         "backend": daemon.backend.name, "precision": daemon.backend.precision,
-        "input": [plan.dst_h, plan.dst_w], "frames": p.published_frames, "exit_code": code,
+        "input": [plan.dst_h, plan.dst_w], "frames": stats.published_frames, "exit_code": code,
         "latency_ms": {k: {"p50": round(v["p50"], 2), "p99": round(v["p99"], 2)}
                        for k, v in summary.latency.items()},
         "e2e_fps": round(e2e, 2), "bare_fps": round(bare_fps, 2),
@@ -135,10 +136,7 @@ def bench_one(config_path: Path, backend: str | None, precision: str | None, fra
 def format_result(r: dict[str, Any]) -> str:
     lines = [f"{_label(r)} at {r['input'][1]}x{r['input'][0]}, "
              f"{r['frames']} frames, {r['max_in_flight']} in flight"]
-    for stage in ("capture", "preprocess", "infer", "decode", "publish", "capture_to_publish"):
-        if stage in r["latency_ms"]:
-            s = r["latency_ms"][stage]
-            lines.append(f"  {stage:>18}: p50 {s['p50']:7.2f} ms   p99 {s['p99']:7.2f} ms")
+    lines += format_latency(r["latency_ms"])
     lines.append(f"  end-to-end {r['e2e_fps']:.1f} fps; bare inference {r['bare_fps']:.1f} fps "
                  f"(before {r['bare_fps_before']:.1f}, after {r['bare_fps_after']:.1f}); "
                  f"ratio {r['ratio']:.3f}")

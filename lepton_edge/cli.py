@@ -18,17 +18,17 @@ from .errors import LeptonError
 def _cmd_run(args: argparse.Namespace) -> int:
     from .daemon import RunOptions, main_run
 
-    on_result = None
+    on_frame = None
     annotator = None
     if args.annotate:
         from .annotate import Annotator
 
         annotator = Annotator(Path(args.annotate), fps=_source_fps(args.config))
-        on_result = annotator.add
+        on_frame = annotator.add
     try:
         return main_run(args.config, RunOptions(
             endpoint=args.endpoint, record=Path(args.record) if args.record else None,
-            wait_subscribers=args.wait_subscribers, on_result=on_result))
+            wait_subscribers=args.wait_subscribers, on_frame=on_frame))
     finally:
         if annotator is not None:
             annotator.close()

@@ -18,7 +18,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,14 +30,18 @@ from .backends import create_backend
 from .backends.base import Backend, BackendOptions
 from .config import Camera, Config, load_config
 from .decode import DecodeSettings
-from .detections import Detections
 from .errors import ConfigError, LeptonError
 from .messages import HealthMessage
 from .notify import SystemdNotifier
-from .pipeline import Pipeline, PipelineSettings
+from .pipeline.runner import Pipeline, PipelineSettings
+from .pipeline.stats import format_latency
 from .preprocess import configure_opencv, padded_buffer
 from .publish import Publisher
-from .sources import Frame, Source, State, configure_ffmpeg
+from .sinks.base import Sink
+from .sinks.callback import CallbackSink, OnFrame
+from .sinks.recorder import RecorderSink
+from .sinks.zmq import ZmqSink
+from .sources import Source, State, configure_ffmpeg
 
 if TYPE_CHECKING:
     from .metrics import MetricsServer
@@ -57,7 +60,7 @@ class RunOptions:
     record: Path | None = None
     wait_subscribers: int = 0
     wait_timeout: float = 10.0
-    on_result: Callable[[Frame, Detections, bytes], None] | None = None
+    on_frame: OnFrame | None = None  # called inline for every published frame (annotate)
     overrides: dict[str, object] = field(default_factory=dict)
 
 
@@ -86,10 +89,7 @@ class RunSummary:
         dets = ", ".join(f"{k} {v}" for k, v in sorted(self.detections.items(),
                                                       key=lambda kv: -kv[1]))
         lines.append(f"  detections: {dets or 'none'}")
-        for stage in ("capture", "preprocess", "infer", "decode", "publish", "capture_to_publish"):
-            if stage in self.latency:
-                s = self.latency[stage]
-                lines.append(f"  {stage:>18}: p50 {s['p50']:7.2f} ms   p99 {s['p99']:7.2f} ms")
+        lines += format_latency(self.latency)
         return "\n".join(lines)
 
 
@@ -151,8 +151,7 @@ class Daemon:
         self._warm_up(backend, fixed or (config.input_size, config.input_size))
         self._ctx = zmq.Context()
         publisher = self.publisher = Publisher(self._ctx, config.publish,
-                                               endpoint=self.options.endpoint,
-                                               record=self.options.record)
+                                               endpoint=self.options.endpoint)
         publisher.open()
         only_files = all(c.mode in ("bench", "replay") and (not c.loop or c.max_frames is not None)
                          for c in config.cameras)
@@ -162,18 +161,28 @@ class Daemon:
             stride=artifact.input.stride, fixed_hw=fixed,
             health_interval=config.publish.health_interval, exit_when_done=only_files,
         )
-        on_result = self.options.on_result
-        if config.metrics is not None:
-            from .metrics import MetricsServer
-
-            self.metrics = MetricsServer(config.metrics, health=self._metrics_health,
-                                         send_errors=lambda: publisher.send_errors)
-            on_result = self.metrics.wrap(on_result)
-        self.pipeline = Pipeline(backend, publisher, settings, on_heartbeat=self._heartbeat,
-                                 on_result=on_result)
+        self.pipeline = Pipeline(backend, self._sinks(config, publisher), settings,
+                                 on_heartbeat=self._heartbeat,
+                                 subscribers=publisher.poll_subscriptions)
         if self.metrics is not None:
             self.metrics.start()  # after the pipeline exists: a scrape may come at once
         return self.pipeline
+
+    def _sinks(self, config: Config, publisher: Publisher) -> list[Sink]:
+        """Every sink of this run, in the order each frame reaches them."""
+        sinks: list[Sink] = [ZmqSink(publisher)]
+        if self.options.record is not None:
+            sinks.append(RecorderSink(self.options.record))
+        if config.metrics is not None:
+            from .metrics import MetricsServer
+
+            metrics = self.metrics = MetricsServer(config.metrics, health=self._metrics_health,
+                                                   send_errors=lambda: publisher.send_errors)
+            sinks.append(CallbackSink(lambda r, _p: metrics.observe(dict(r.latency_ms)),
+                                      name="metrics"))
+        if self.options.on_frame is not None:
+            sinks.append(CallbackSink(self.options.on_frame))
+        return sinks
 
     @staticmethod
     def _warm_up(backend: Backend, hw: tuple[int, int]) -> None:
@@ -202,7 +211,7 @@ class Daemon:
         if self.metrics is not None:
             self.metrics.close()
         if self.publisher is not None:
-            self.publisher.close()
+            self.publisher.close()  # safe twice: the zmq sink closed it with the pipeline
         if self.backend is not None:
             self.backend.close()
         if self._ctx is not None:
@@ -248,7 +257,7 @@ class Daemon:
         while not self._stop.is_set():
             if pipeline.finished.wait(0.2):
                 break
-            if not first and pipeline.first_result.is_set():
+            if not first and pipeline.stats.first_result.is_set():
                 first = True
                 log.info("first frame published")
             if self._reload.is_set():
@@ -289,16 +298,12 @@ class Daemon:
     def _summarize(self, seconds: float) -> RunSummary:
         assert self.pipeline is not None and self.artifact is not None
         p = self.pipeline
-        labels = self.artifact.classes
-        dets: dict[str, int] = {}
-        for c in p.counters.values():
-            for cls, n in c.detections.items():
-                name = labels[cls] if cls < len(labels) else str(cls)
-                dets[name] = dets.get(name, 0) + n
         failed = {s.id: s.stats().last_error or "failed" for s in p.sources()
                   if s.state == State.FAILED}
-        return RunSummary(seconds=seconds, frames={k: c.published for k, c in p.counters.items()},
-                          detections=dets, failed=failed, latency=p.latency.summary())
+        return RunSummary(seconds=seconds,
+                          frames={k: c.published for k, c in p.stats.cameras.items()},
+                          detections=p.stats.detections_by_label(self.artifact.classes),
+                          failed=failed, latency=p.stats.latency.summary())
 
     # ------------------------------------------------------------------ SIGHUP
 

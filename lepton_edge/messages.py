@@ -28,6 +28,7 @@ class Detection:
     class_id: int
     score: float
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 in source pixels
+    track_id: int | None = None  # the tracker's id where the camera tracks this class
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class CameraHealth:
     reconnects: int
     published: int
     last_error: str | None = None
+    skipped: int = 0  # frames the detect rate or motion gate did not infer
 
 
 @dataclass(frozen=True)
@@ -89,12 +91,15 @@ def detections_payload(
 ) -> bytes:
     """The JSON payload of one frame. Numbers are rounded (boxes to 0.1 px, scores to 1e-4) so a
     replay of the same frames gives byte-identical detections."""
-    dets = [
-        {"label": labels[c] if 0 <= c < len(labels) else str(c), "class_id": c,
-         "score": round(s, 4), "box": [round(v, 1) for v in box]}
-        for box, s, c in zip(detections.xyxy.tolist(), detections.score.tolist(),
-                             detections.class_id.tolist(), strict=True)
-    ]
+    tracks = None if detections.track_id is None else detections.track_id.tolist()
+    dets = []
+    for i, (box, s, c) in enumerate(zip(detections.xyxy.tolist(), detections.score.tolist(),
+                                        detections.class_id.tolist(), strict=True)):
+        d = {"label": labels[c] if 0 <= c < len(labels) else str(c), "class_id": c,
+             "score": round(s, 4), "box": [round(v, 1) for v in box]}
+        if tracks is not None and tracks[i] >= 0:
+            d["track_id"] = tracks[i]
+        dets.append(d)
     body = {
         "v": SCHEMA_VERSION, "camera": camera, "seq": seq, "frame": frame, "ts": round(ts, 6),
         "width": width, "height": height, "model": model, "precision": precision,
@@ -110,8 +115,8 @@ def health_payload(health: HealthMessage) -> bytes:
         "subscribers": health.subscribers,
         "cameras": [
             {"id": c.id, "state": c.state, "fps": round(c.fps, 2), "frames": c.frames,
-             "dropped": c.dropped, "reconnects": c.reconnects, "published": c.published,
-             "last_error": c.last_error}
+             "dropped": c.dropped, "skipped": c.skipped, "reconnects": c.reconnects,
+             "published": c.published, "last_error": c.last_error}
             for c in health.cameras
         ],
     }
@@ -198,9 +203,11 @@ def _decode_detections(body: Mapping[str, Any]) -> DetectionMessage:
         score = float(_get(d, "score", _NUM, where))
         if not 0.0 <= score <= 1.0:
             raise MessageError(f"{where}score: must be in 0..1, got {score}")
+        track = _get(d, "track_id", (int, type(None)), where) if "track_id" in d else None
         dets.append(Detection(label=_get(d, "label", str, where),
                               class_id=_get(d, "class_id", int, where), score=score,
-                              box=tuple(float(b) for b in box)))  # type: ignore[arg-type]
+                              box=tuple(float(b) for b in box),  # type: ignore[arg-type]
+                              track_id=track))
     seq = _get(body, "seq", int)
     if seq < 0:
         raise MessageError(f"seq: must be >= 0, got {seq}")
@@ -225,6 +232,7 @@ def _decode_health(body: Mapping[str, Any]) -> HealthMessage:
             dropped=_get(c, "dropped", int, where), reconnects=_get(c, "reconnects", int, where),
             published=_get(c, "published", int, where),
             last_error=_get(c, "last_error", (str, type(None)), where),
+            skipped=_get(c, "skipped", int, where) if "skipped" in c else 0,
         ))
     return HealthMessage(
         ts=float(_get(body, "ts", _NUM)), state=_get(body, "state", str),

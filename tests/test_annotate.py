@@ -1,5 +1,5 @@
 """`--annotate OUT.mp4`: real frames of the bundled clips through `Annotator.add` (the pipeline's
-on_result hook), read back with cv2.VideoCapture: frame count, size, boxes and overlay drawn."""
+per-frame hook), read back with cv2.VideoCapture: frame count, size, boxes and overlay drawn."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from lepton_edge.annotate import Annotator, class_color, draw
 from lepton_edge.detections import Detections
 from lepton_edge.errors import ConfigError
 from lepton_edge.recording import read_recording, to_detections
-from lepton_edge.sources import Frame
+from lepton_edge.results import FrameResult
 
 from .conftest import BIKES, VTEST
 from .test_recording import GOLDEN, det_line
@@ -35,8 +35,12 @@ def read_all(path: Path) -> list[np.ndarray]:
     return frames
 
 
-def frame(camera: str, index: int, image: np.ndarray) -> Frame:
-    return Frame(camera, index, image, time.time(), time.monotonic(), 1.0)
+LABELS = ("person", "bicycle", "car")
+
+
+def frame(camera: str, index: int, image: np.ndarray, dets: Detections) -> FrameResult:
+    return FrameResult(camera, index, index, time.time(), time.monotonic(), image, dets,
+                       LABELS, {})
 
 
 def test_every_frame_of_the_source_is_written_with_its_box(tmp_path: Path) -> None:
@@ -47,7 +51,7 @@ def test_every_frame_of_the_source_is_written_with_its_box(tmp_path: Path) -> No
                       np.array([1], np.int32))
     payload = det_line("street", 0, [(*BOX, 0.87, 1)])
     for i, image in enumerate(source):
-        annotator.add(frame("street", i, image), dets, payload)
+        annotator.add(frame("street", i, image, dets), payload)
     annotator.close()
     annotator.close()  # safe twice
     written = read_all(out)
@@ -80,10 +84,10 @@ def test_golden_detections_on_vtest_frames_and_frames_added_after_close(tmp_path
         ok, image = cap.read()
         assert ok
         images.append(image)
-        annotator.add(frame("plaza", i, image), to_detections(golden[i]), payloads[i])
+        annotator.add(frame("plaza", i, image, to_detections(golden[i])), payloads[i])
     cap.release()
     annotator.close()
-    annotator.add(frame("plaza", 20, images[0]), Detections.empty(), b"{}")
+    annotator.add(frame("plaza", 20, images[0], Detections.empty()), b"{}")
     written = read_all(out)
     assert len(written) == 20 and written[0].shape == (576, 768, 3)
     changed = np.abs(written[10].astype(int) - images[10].astype(int)).max(axis=2) > 60
@@ -94,10 +98,10 @@ def test_each_further_camera_gets_its_own_file(tmp_path: Path) -> None:
     annotator = Annotator(tmp_path / "out.mp4")
     small = np.full((120, 160, 3), 90, np.uint8)
     for i in range(3):
-        annotator.add(frame("a", i, small), Detections.empty(), b"not json")
-        annotator.add(frame("b", i, small), Detections.empty(), det_line("b", i, []))
+        annotator.add(frame("a", i, small, Detections.empty()), b"not json")
+        annotator.add(frame("b", i, small, Detections.empty()), det_line("b", i, []))
     # A camera that comes back at another resolution is resized to its first size.
-    annotator.add(frame("a", 3, np.zeros((240, 320, 3), np.uint8)), Detections.empty(), b"{}")
+    annotator.add(frame("a", 3, np.zeros((240, 320, 3), np.uint8), Detections.empty()), b"{}")
     annotator.close()
     assert annotator.frames == {"a": 4, "b": 3}
     assert len(read_all(tmp_path / "out.mp4")) == 4
@@ -117,6 +121,6 @@ def test_unwritable_output_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     annotator = Annotator(blocker / "sub" / "out.mp4")
     with pytest.raises(ConfigError, match="cannot create its folder"):
-        annotator.add(frame("a", 0, np.zeros((64, 64, 3), np.uint8)), Detections.empty(), b"{}")
+        annotator.add(frame("a", 0, np.zeros((64, 64, 3), np.uint8), Detections.empty()), b"{}")
     with pytest.raises(ConfigError, match="fps must be > 0"):
         Annotator(tmp_path / "x.mp4", fps=0)
