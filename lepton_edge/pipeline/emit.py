@@ -30,6 +30,7 @@ class Emitter:
         self._lock = threading.Lock()
         self.wake: Callable[[], None] = lambda: None  # set by the runner: wakes the emit thread
         self.outcomes = 0
+        self._closed = False
 
     def frame(self, result: FrameResult, timings: dict[str, float]) -> None:
         t0 = time.perf_counter()
@@ -45,10 +46,15 @@ class Emitter:
         self._stats.published(result.camera, result.detections.class_id, timings)
 
     def emit(self, outcome: Outcome) -> None:
-        """Thread-safe: queue an outcome for every sink."""
+        """Thread-safe: queue an outcome for every sink. After the sinks closed (a timer that
+        fired during shutdown) the outcome is logged with its payload: never silently lost."""
         with self._lock:
-            self._inbox.append(outcome)
-        self.wake()
+            if not self._closed:
+                self._inbox.append(outcome)
+                self.wake()
+                return
+        log.error("outcome after the sinks closed, logged instead: %s %s", outcome.topic,
+                  outcome.to_payload().decode())
 
     def drain(self) -> None:
         """Hand every queued outcome to every sink (in the emitting thread)."""
@@ -70,8 +76,12 @@ class Emitter:
             sink.open()
 
     def close(self) -> None:
-        """Close the sinks in reverse order; one that fails to close does not keep the others
-        open."""
+        """Deliver the outcomes still queued, then close the sinks in reverse order; one that
+        fails to close does not keep the others open."""
+        self.drain()
+        with self._lock:
+            self._closed = True
+        self.drain()
         for sink in reversed(self.sinks):
             try:
                 sink.close()

@@ -111,6 +111,7 @@ class Pipeline:
         self._handoff: queue.Queue[Job | _DetectRequest | None] = queue.Queue(maxsize=1)
         self._post: queue.Queue[Job | object | None] = queue.Queue(maxsize=4)
         self._stop = threading.Event()
+        self._infer_done = threading.Event()  # the inference thread ended, normally or not
         self._stopped: bool | None = None
         self._threads: dict[str, threading.Thread] = {}
         self.finished = threading.Event()
@@ -167,7 +168,7 @@ class Pipeline:
             alive = ", ".join(n for n, t in self._threads.items() if t.is_alive())
             log.error("pipeline did not finish within %.0f s (%s still running: hung backend?); "
                       "exiting without draining", timeout, alive)
-        self.emitter.close()
+        self.emitter.close()  # outcomes decided meanwhile (a deadline timer) go out first
         return self._stopped
 
     def join(self, timeout: float | None = None) -> bool:
@@ -208,6 +209,12 @@ class Pipeline:
     # ------------------------------------------------------------------ inference thread
 
     def _infer_loop(self) -> None:
+        try:
+            self._infer()
+        finally:
+            self._infer_done.set()
+
+    def _infer(self) -> None:
         infer = Inferrer(self.backend)
         deliver = self._deliver
         while True:
@@ -292,6 +299,8 @@ class Pipeline:
             except queue.Empty:
                 self.analyse.poll_states()
                 emitter.drain()
+                if self._infer_done.is_set() and self._post.empty():
+                    break  # inference failed: nothing more will come
                 continue
             if item is None:
                 break
