@@ -267,8 +267,8 @@ class Daemon:
             if now >= next_status:
                 self.notifier.status(self.status_line())
                 next_status = now + 5.0
-        self.notifier.stopping()
         self._stopping_sent = True
+        self.notifier.stopping()
         drained = pipeline.stop()
         if pipeline.error is not None:
             raise pipeline.error
@@ -281,8 +281,8 @@ class Daemon:
 
     def _heartbeat(self) -> None:
         """Called by the inference loop every iteration; feeds the systemd watchdog."""
-        if self._wd_interval is None:
-            return
+        if self._wd_interval is None or self._stopping_sent:
+            return  # no WATCHDOG after STOPPING: the drain is not progress systemd waits on
         now = time.monotonic()
         if now - self._wd_last >= self._wd_interval:
             self._wd_last = now

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lepton_edge.nms import batched_nms, box_iou, nms
+from lepton_edge.nms import batched_nms, batched_nms_numpy, box_iou, nms
 
 
 @pytest.mark.parametrize(("a", "b", "iou"), [
@@ -32,3 +32,15 @@ def test_class_aware_nms_never_suppresses_across_classes() -> None:
 
 def test_empty_input() -> None:
     assert batched_nms(np.zeros((0, 4)), np.zeros(0), np.zeros(0, int), 0.5).size == 0
+
+
+@pytest.mark.parametrize("n", [1, 2, 50, 376, 2000])
+def test_opencv_nms_keeps_what_the_numpy_reference_keeps_in_the_same_order(n: int) -> None:
+    rng = np.random.default_rng(n)
+    xy = rng.uniform(0, 600, (n, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(4, 150, (n, 2))], axis=1).astype(np.float32)
+    scores = rng.uniform(0.3, 1.0, n).astype(np.float32)
+    classes = rng.integers(0, 4, n)
+    for iou in (0.3, 0.5, 0.7):
+        assert batched_nms(boxes, scores, classes, iou).tolist() == \
+            batched_nms_numpy(boxes, scores, classes, iou).tolist()
