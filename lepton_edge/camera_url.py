@@ -27,7 +27,8 @@ MASK = "***"
 # A URL inside free text: scheme://, then up to whitespace or a quote.
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*")
 # key=value in a query string or a GStreamer pipeline (`rtspsrc user-pw=...`).
-_PAIR = re.compile(r"(?P<key>[A-Za-z0-9_.-]+)=(?P<value>[^&;#\s'\"]*)")
+# A value stops before a ':' that ends it ("...?password=x: cannot open").
+_PAIR = re.compile(r"(?P<key>[A-Za-z0-9_.-]+)=(?P<value>[^&;#\s'\"]*?)(?=:?(?:[&;#\s'\"]|$))")
 _SECRET_INFIXES = ("pass", "pwd", "token", "secret", "signature", "credential", "apikey",
                    "session")
 _SECRET_LAST_PARTS = frozenset({"pw", "key", "auth", "sig", "authorization"})
@@ -101,6 +102,7 @@ class Target:
     user: str | None
     password: str | None
     uri: str
+    query_secret: bool = False  # credentials travel as query parameters (?user=..&password=..)
 
 
 def parse_target(url: str) -> Target | None:
@@ -124,7 +126,11 @@ def parse_target(url: str) -> Target | None:
     if userinfo is not None:
         name, colon, secret = userinfo.partition(":")
         user, password = unquote(name), (unquote(secret) if colon else "")
-    return Target(scheme, host, port, path, user, password, f"{scheme}://{authority}{path}")
+    query = re.split(r"[?#]", path, maxsplit=1)[1:]
+    query_secret = bool(query) and any(m.group("value") and is_secret_name(m.group("key"))
+                                       for m in _PAIR.finditer(query[0]))
+    return Target(scheme, host, port, path, user, password, f"{scheme}://{authority}{path}",
+                  query_secret)
 
 
 class _NoAnswer(Exception):
@@ -158,7 +164,7 @@ def diagnose(url: str, timeout: float) -> str | None:
 
 def _explain(code: int, reason: str, target: Target) -> str | None:
     if code == 401:
-        if target.user is None:
+        if target.user is None and not target.query_secret:
             return "unauthorized: the camera wants credentials (add user:password@ to the URL)"
         return "unauthorized: check the credentials (user name and password)"
     if code == 403:

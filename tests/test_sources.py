@@ -152,6 +152,8 @@ def test_no_password_in_the_error_or_the_log(url: str, caplog: pytest.LogCapture
      "rtspsrc location=rtsp://u:***@h/s user-id=u user-pw=*** ! x264enc key-int-max=10"),
     ("camera x: rtsp://a:b@h/s: cannot open: refused", "camera x: rtsp://a:***@h/s: cannot open: "
      "refused"),
+    ("http://h/v?password=x:y: cannot open", "http://h/v?password=***: cannot open"),
+    ("http://h/v?token=abc", "http://h/v?token=***"),
 ])
 def test_redact_url(url: str, shown: str) -> None:
     assert redact_url(url) == shown
