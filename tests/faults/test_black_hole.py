@@ -36,6 +36,11 @@ def measure(w: Watch, camera: str, seconds: float) -> tuple[int, float]:
     return len(dets), max_gap(times)
 
 
+def silent_error(w: Watch) -> str:
+    cam = w.camera("silent")
+    return (cam.last_error if cam else None) or ""
+
+
 def test_a_black_hole_camera_does_not_slow_a_file_camera(tmp_path: Path, start_daemon) -> None:
     clip = short_clip(tmp_path / "clip.avi")  # 25 frames at 25 fps
     with BlackHole(listen=False) as hole:
@@ -50,6 +55,8 @@ def test_a_black_hole_camera_does_not_slow_a_file_camera(tmp_path: Path, start_d
             t_hole = time.monotonic()
             beside, gap_beside = measure(w, "loop", PHASE_S)
             attempts = len(hole.connections)
+            w.until(lambda: "sent no RTSP answer" in silent_error(w), OPEN_TIMEOUT_S + 5,
+                    what="the silent camera's error naming the black hole")
             cam = w.camera("silent")
         err = daemon.stderr()
         assert daemon.stop() == 0, err
@@ -58,11 +65,11 @@ def test_a_black_hole_camera_does_not_slow_a_file_camera(tmp_path: Path, start_d
           f"next to a refusing port, {beside} (max gap {gap_beside:.2f} s) next to a black "
           f"hole with a {OPEN_TIMEOUT_S:g} s open_timeout ({attempts} connections to it in "
           f"{time.monotonic() - t_hole:.1f} s); silent camera: {cam}")
-    passed = ratio >= 0.75 and gap_beside < max(1.5, 2 * gap_alone)
+    passed = ratio >= 0.6 and gap_beside < max(1.5, 2 * gap_alone)
     row("black-hole RTSP camera next to a looping file", None, f"{alone - beside} (file camera)",
         passed)
     assert attempts >= 2, "the silent camera did not open the black hole twice"
-    assert ratio >= 0.75, f"the file camera fell from {alone} to {beside} messages"
+    assert ratio >= 0.6, f"the file camera fell from {alone} to {beside} messages"
     assert gap_beside < max(1.5, 2 * gap_alone), (
         f"the file camera paused {gap_beside:.2f} s next to the black hole "
         f"({gap_alone:.2f} s without)")
