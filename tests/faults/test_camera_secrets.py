@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from ..conftest import VTEST, free_port, write_config
 from ..support.camera_servers import AuthServer
+from .rtsp import CAPTURE_OPTIONS, RtspServer
 from .watch import Watch, row
 
 RETRY = {"open_timeout": 2, "read_timeout": 1, "stall_timeout": 2,
@@ -71,3 +72,28 @@ def test_no_camera_secret_in_logs_health_metrics_or_summary(tmp_path: Path,
     assert "must be written %2F" in (cams["slash"].last_error or "")
     assert "/video?user=admin&password=***: cannot open" in (cams["query"].last_error or "")
     assert "Traceback" not in err
+
+
+def test_a_streaming_camera_keeps_its_secrets_when_the_server_dies(
+        tmp_path: Path, rtsp_server: RtspServer, start_daemon) -> None:
+    """A real RTSP stream (GStreamer) opened with credentials and a query token: FFmpeg's own
+    output during the session and the errors after the server is killed carry neither."""
+    url = rtsp_server.url.replace("://", f"://admin:{ENCODED}@") + "?token=QTOKEN-5"
+    cfg = write_config(tmp_path / "c.yaml", input_size=320, cameras=[
+        {"id": "door", "url": url, "mode": "live", **RETRY}])
+    daemon = start_daemon(cfg, env={"OPENCV_FFMPEG_CAPTURE_OPTIONS": CAPTURE_OPTIONS})
+    with Watch(daemon.endpoint) as w:
+        w.until(lambda: w.count("door") >= 5, 60, what="the RTSP camera publishing")
+        rtsp_server.kill()
+        w.until(lambda: (c := w.camera("door")) is not None and c.reconnects >= 2, 30,
+                what="the camera retrying after the kill")
+        cam = w.camera("door")
+    assert daemon.stop() == 0
+    err = daemon.stderr()
+    health = "\n".join(str(c.last_error) for h in w.health() for c in h.cameras)
+    print(f"\nafter the kill: {cam.last_error if cam else None}")
+    for where, text in (("log", err), ("health", health)):
+        leaked = [s for s in SECRETS if s in text]
+        assert not leaked, f"{leaked} in the {where}"
+    assert cam is not None and cam.last_error and f"127.0.0.1:{rtsp_server.port}" in cam.last_error
+    assert "admin:***@" in cam.last_error and "token=***" in cam.last_error
