@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .camera_url import diagnose, redact_url, userinfo
+from .camera_url import diagnose, parse_target, redact_url, userinfo
 from .config import Camera
 from .errors import SourceError
 
@@ -174,8 +174,12 @@ def _network_failure(url: str, cam: Camera) -> str:
     that the open failed), else the usual suspects."""
     why = diagnose(url, min(cam.open_timeout, PROBE_TIMEOUT_S))
     if why is None:
-        why = (f"no stream within {cam.open_timeout:g} s (wrong path, not a stream, or an "
-               f"unsupported codec)")
+        target = parse_target(url)
+        if target is not None and target.scheme in ("rtsp", "http"):
+            suspects = "the server answers and lets us in: not a stream, or an unsupported codec"
+        else:  # a scheme diagnose() does not speak (or TLS, where it sends no credentials)
+            suspects = "connection refused or nothing listening, wrong path, or not a stream"
+        why = f"no stream within {cam.open_timeout:g} s ({suspects})"
     if any(c in (userinfo(url) or "") for c in "/?#"):
         why += "; a '/', '?' or '#' in the user name or password must be written %2F, %3F, %23"
     return why
@@ -247,7 +251,7 @@ class Source:
     # ---------------------------------------------------------------- control
 
     def start(self) -> None:
-        configure_ffmpeg()
+        configure_ffmpeg()  # here, before any capture thread: setenv races a thread's getenv
         self._thread = threading.Thread(target=self._run, name=f"capture-{self.id}", daemon=True)
         self._thread.start()
 
