@@ -350,7 +350,10 @@ class Source:
                     self._ready.notify_all()
                 return "finished"
             t_start = time.monotonic()
-            ok, image = cap.read()
+            try:
+                ok, image = cap.read()
+            except cv2.error as err:  # a decoder assertion: retried like a lost stream
+                raise SourceError(f"{self.shown_url}: read failed: OpenCV: {err}") from err
             t_done = time.monotonic()
             if not ok or image is None:
                 if self.kind == "file":
