@@ -68,6 +68,25 @@ def test_a_silent_camera_does_not_delay_a_looping_file_camera(tmp_path: Path) ->
     assert "accepted the connection but sent no RTSP answer" in (silent.stats().last_error or "")
 
 
+def test_a_silent_camera_does_not_delay_another_network_camera() -> None:
+    """Red on 5b6f079: a camera answering 401 failed only when the silent camera's open timed
+    out (the shared lock), so it retried once per 3 s instead of once per ~0.3 s."""
+    ready = threading.Condition()
+    with BlackHole() as hole, AuthServer("rtsp") as refusing:
+        silent = Source(Camera(id="silent", url=hole.url, **FAST_FAIL), hole.url, ready)
+        other = Source(Camera(id="other", url=refusing.url, **FAST_FAIL), refusing.url, ready)
+        silent.start()
+        time.sleep(0.2)  # the silent camera's open is under way
+        other.start()
+        time.sleep(5.0)
+        other.stop()
+        silent.stop(timeout=0.5)  # its open ends when the black hole closes
+    tries = other.stats().reconnects
+    print(f"\n401 camera next to a black hole: {tries} attempts in 5 s")
+    assert tries >= 6, f"the 401 camera tried {tries} times in 5 s (its backoff allows ~10)"
+    assert "unauthorized" in (other.stats().last_error or "")
+
+
 @pytest.mark.parametrize("scheme, auth", [("rtsp", "Basic"), ("rtsp", "Digest"),
                                           ("http", "Basic"), ("http", "Digest")])
 def test_a_401_is_reported_as_unauthorized(scheme: str, auth: str) -> None:
