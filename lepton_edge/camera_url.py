@@ -127,8 +127,8 @@ def parse_target(url: str) -> Target | None:
         name, colon, secret = userinfo.partition(":")
         user, password = unquote(name), (unquote(secret) if colon else "")
     query = re.split(r"[?#]", path, maxsplit=1)[1:]
-    query_secret = bool(query) and any(m.group("value") and is_secret_name(m.group("key"))
-                                       for m in _PAIR.finditer(query[0]))
+    query_secret = bool(query) and any(p.group("value") and is_secret_name(p.group("key"))
+                                       for p in _PAIR.finditer(query[0]))
     return Target(scheme, host, port, path, user, password, f"{scheme}://{authority}{path}",
                   query_secret)
 
@@ -139,7 +139,8 @@ class _NoAnswer(Exception):
 
 def diagnose(url: str, timeout: float) -> str | None:
     """Why a network camera cannot be opened, in a few words, or None when nothing more
-    specific than OpenCV's failure is known. Blocks for at most about 3 x `timeout`."""
+    specific than OpenCV's failure is known. At most two requests, each on a fresh connection
+    and each given `timeout` to connect and `timeout` to answer."""
     target = parse_target(url)
     if target is None:
         return None
@@ -170,7 +171,8 @@ def _explain(code: int, reason: str, target: Target) -> str | None:
     if code == 403:
         return "forbidden (403): this user may not open this stream"
     if code == 404:
-        return f"not found (404): the server has no stream at {target.path!r}"
+        path = re.split(r"[?#]", target.path, maxsplit=1)[0]
+        return f"not found (404): the server has no stream at {path!r}"
     if 200 <= code < 300:
         return None  # the server answers and lets us in; the stream itself is the problem
     return f"the server answered {code} {reason}".rstrip()
