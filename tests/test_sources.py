@@ -43,13 +43,15 @@ def max_gap(times: list[float]) -> float:
 
 def test_a_silent_camera_does_not_delay_a_looping_file_camera(tmp_path: Path) -> None:
     """Red on 5b6f079: OpenCV's process-wide FFmpeg open lock made the file camera's reopen
-    (every 1 s loop) wait out the silent camera's 3 s open: 100 frames in 12 s, 2.4 s gaps."""
+    (every 1 s loop) wait out the silent camera's open: 50 frames in 8 s, 2.2 s gaps (3 s
+    open_timeout)."""
     clip = short_clip(tmp_path / "clip.avi")  # 25 frames at 25 fps: an FFmpeg open per second
     ready = threading.Condition()
     file_cam = Source(Camera(id="file", url=str(clip), mode="replay", loop=True), str(clip),
                       ready)
     with BlackHole() as hole:
-        silent = Source(Camera(id="silent", url=hole.url, **FAST_FAIL), hole.url, ready)
+        silent = Source(Camera(id="silent", url=hole.url, **{**FAST_FAIL, "open_timeout": 4}),
+                        hole.url, ready)
         silent.start()
         file_cam.start()
         try:
@@ -63,8 +65,9 @@ def test_a_silent_camera_does_not_delay_a_looping_file_camera(tmp_path: Path) ->
           f"({rate:.1f} fps of 25), max gap {max_gap(times):.2f} s, "
           f"silent camera retried {silent.stats().reconnects}x: {silent.stats().last_error}")
     assert len(hole.connections) >= 2, "the silent camera never (re)connected"
-    assert rate >= 0.85 * 25, f"the file camera ran at {rate:.1f} fps, not 25"
-    assert max_gap(times) < 0.5, f"the file camera paused {max_gap(times):.2f} s"
+    # Bounds loose enough for a loaded machine; before the fix: 6 fps, 2 to 4 s gaps.
+    assert rate >= 0.7 * 25, f"the file camera ran at {rate:.1f} fps, not 25"
+    assert max_gap(times) < 1.5, f"the file camera paused {max_gap(times):.2f} s"
     assert "accepted the connection but sent no RTSP answer" in (silent.stats().last_error or "")
 
 
