@@ -27,12 +27,13 @@ SILENT = {"open_timeout": OPEN_TIMEOUT_S, "read_timeout": 1, "stall_timeout": 2,
 
 def measure(w: Watch, camera: str, seconds: float) -> tuple[int, float]:
     """Messages of `camera` in the next `seconds`, and the largest gap between their capture
-    times (the gap from the phase's last message before, so a pause at its start counts)."""
+    times, counting from the last message before the phase and to its end (so a pause at
+    either end counts)."""
     before = w.dets(camera)
     t0 = time.monotonic()
     w.pump(seconds)
     dets = w.dets(camera, since=t0)
-    times = [m.ts for m in before[-1:] + dets]
+    times = [m.ts for m in before[-1:] + dets] + [time.time()]
     return len(dets), max_gap(times)
 
 
