@@ -27,12 +27,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .camera_url import diagnose, parse_target, redact_url, userinfo
 from .config import Camera
 from .errors import SourceError
+
+__all__ = ["Frame", "Source", "SourceError", "SourceStats", "State", "classify",
+           "configure_ffmpeg", "open_capture", "redact_url"]
 
 log = logging.getLogger(__name__)
 
 FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+FFMPEG_THREAD_SAFE_ENV = "OPENCV_FFMPEG_IS_THREAD_SAFE"
+FFMPEG_LOGLEVEL_ENV = "OPENCV_FFMPEG_LOGLEVEL"
+AV_LOG_DEBUG = 48  # FFmpeg logs every URL it opens ("Opening 'rtsp://user:pw@...'") from here
+PROBE_TIMEOUT_S = 2.0  # for diagnose() after a failed network open
+_configured = False
 
 
 class State(str, Enum):
@@ -68,9 +77,41 @@ class SourceStats:
 
 
 def configure_ffmpeg() -> None:
-    """Default FFmpeg capture options: RTSP over TCP. Setting the variable at all drops OpenCV's
-    own TCP-first default, so a user's value must carry `rtsp_transport` itself."""
+    """Process-wide OpenCV/FFmpeg settings for cameras; idempotent (`Source.start` calls it).
+
+    - RTSP over TCP by default. Setting the options variable at all drops OpenCV's own
+      TCP-first default, so a user's value must carry `rtsp_transport` itself.
+    - Opens in parallel. OpenCV holds one process-wide lock for the whole of every FFmpeg open
+      (cap_ffmpeg_impl.hpp; opencv/opencv#20114): a camera that accepts TCP and never answers
+      blocked every other camera's open and reopen (a looping file camera included) for its
+      whole `open_timeout`. FFmpeg >= 4 is thread-safe; OpenCV >= 4.8 drops that lock when
+      OPENCV_FFMPEG_IS_THREAD_SAFE=1 (opencv/opencv#23601). An explicit user value wins.
+    - OpenCV's own log at ERROR unless OPENCV_LOG_LEVEL is set: with the lock dropped OpenCV
+      warns about it at every open (a looping file reopens each loop), and its other warnings
+      (stream timeout, "can't be used to capture by name") repeat the reasons logged here.
+    """
+    global _configured
     os.environ.setdefault(FFMPEG_OPTIONS_ENV, "rtsp_transport;tcp")
+    os.environ.setdefault(FFMPEG_THREAD_SAFE_ENV, "1")
+    if _configured:
+        return
+    _configured = True
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    if _opencv_version() < (4, 8):
+        log.warning("OpenCV %s serialises FFmpeg opens: a camera that does not answer delays "
+                    "every other camera's (re)open by up to its open_timeout; OpenCV >= 4.8 "
+                    "opens in parallel", cv2.__version__)
+    level = os.environ.get(FFMPEG_LOGLEVEL_ENV, "")
+    if level.lstrip("-").isdigit() and int(level) >= AV_LOG_DEBUG:
+        log.warning("%s=%s: FFmpeg prints camera URLs with their passwords to stdout at this "
+                    "level; use 40 (verbose) or lower outside a debugging session",
+                    FFMPEG_LOGLEVEL_ENV, level)
+
+
+def _opencv_version() -> tuple[int, int]:
+    major, minor, *_ = [*cv2.__version__.split("."), "0", "0"]
+    return (int(major), int(minor)) if major.isdigit() and minor.isdigit() else (0, 0)
 
 
 def classify(url: str) -> str:
@@ -115,22 +156,33 @@ def open_capture(url: str, cam: Camera) -> cv2.VideoCapture:
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(cam.open_timeout * 1000),
                   cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(cam.read_timeout * 1000),
                   cv2.CAP_PROP_N_THREADS, 1]
-        cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
-        why = (f"no stream within {cam.open_timeout:g} s (connection refused or nothing "
-               f"listening, wrong path, or not a stream)")
+        try:
+            cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+        except cv2.error as err:
+            raise SourceError(redact_url(f"{url}: cannot open: OpenCV: {err}")) from err
+        why = ""
     if not cap.isOpened():
         cap.release()
-        raise SourceError(f"{_redact(url)}: cannot open: {why}")
+        if kind == "network":
+            why = _network_failure(url, cam)
+        raise SourceError(redact_url(f"{url}: cannot open: {why}"))
     return cap
 
 
-def _redact(url: str) -> str:
-    """Hide a password in rtsp://user:pass@host URLs before logging them."""
-    if "://" in url and "@" in url.split("://", 1)[1].split("/", 1)[0]:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.split("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
-    return url
+def _network_failure(url: str, cam: Camera) -> str:
+    """Why a network open failed: the server's own answer where it gives one (OpenCV says only
+    that the open failed), else the usual suspects."""
+    why = diagnose(url, min(cam.open_timeout, PROBE_TIMEOUT_S))
+    if why is None:
+        target = parse_target(url)
+        if target is not None and target.scheme in ("rtsp", "http"):
+            suspects = "the server answers and lets us in: not a stream, or an unsupported codec"
+        else:  # a scheme diagnose() does not speak (or TLS, where it sends no credentials)
+            suspects = "connection refused or nothing listening, wrong path, or not a stream"
+        why = f"no stream within {cam.open_timeout:g} s ({suspects})"
+    if any(c in (userinfo(url) or "") for c in "/?#"):
+        why += "; a '/', '?' or '#' in the user name or password must be written %2F, %3F, %23"
+    return why
 
 
 class _Mailbox:
@@ -178,6 +230,7 @@ class Source:
         self.cam = cam
         self.id = cam.id
         self.url = url
+        self.shown_url = redact_url(url)  # the only form of the URL that is logged or published
         self.kind = classify(url)
         bench = cam.mode == "bench"
         self._mailbox = _Mailbox(2 if bench else 1, keep_newest=not bench, ready=ready)
@@ -193,10 +246,12 @@ class Source:
         # The next Frame.index. An attribute, not a local of the capture loop: a stream lost
         # mid-read raises out of _read_loop, and the count must survive the reconnect.
         self._index = 0
+        self._warned: str | None = None  # a file's truncation, warned once, not every loop
 
     # ---------------------------------------------------------------- control
 
     def start(self) -> None:
+        configure_ffmpeg()  # here, before any capture thread: setenv races a thread's getenv
         self._thread = threading.Thread(target=self._run, name=f"capture-{self.id}", daemon=True)
         self._thread.start()
 
@@ -259,6 +314,7 @@ class Source:
 
     def _fail(self, reason: str, attempt: int) -> bool:
         """Record a failure; back off and return True to retry, or False when final."""
+        reason = redact_url(reason)  # a backend's message may quote the URL too
         self._last_error = reason
         if self.cam.mode == "bench":
             log.error("camera %s: %s", self.id, reason)
@@ -294,7 +350,10 @@ class Source:
                     self._ready.notify_all()
                 return "finished"
             t_start = time.monotonic()
-            ok, image = cap.read()
+            try:
+                ok, image = cap.read()
+            except cv2.error as err:  # a decoder assertion: retried like a lost stream
+                raise SourceError(f"{self.shown_url}: read failed: OpenCV: {err}") from err
             t_done = time.monotonic()
             if not ok or image is None:
                 if self.kind == "file":
@@ -302,14 +361,14 @@ class Source:
                 if self.kind == "network" and t_done - last_fresh >= stale_after:
                     # The server is up but sends nothing: reads time out (RTSP-NOTES), then
                     # fail. Say so, rather than "read failed", so a stall is told from a drop.
-                    raise SourceError(f"{_redact(self.url)}: stalled: no fresh frame for "
+                    raise SourceError(f"{self.shown_url}: stalled: no fresh frame for "
                                       f"{t_done - last_fresh:.1f} s (read timed out)")
-                raise SourceError(f"{_redact(self.url)}: stream ended or read failed")
+                raise SourceError(f"{self.shown_url}: stream ended or read failed")
             read_in_file += 1
             if self.kind == "network" and t_done - t_start >= stale_after:
                 # A frame the decoder held back through a timeout, not a fresh one.
                 if t_done - last_fresh > self.cam.stall_timeout:
-                    raise SourceError(f"{_redact(self.url)}: stalled: no fresh frame for "
+                    raise SourceError(f"{self.shown_url}: stalled: no fresh frame for "
                                       f"{t_done - last_fresh:.1f} s")
                 continue
             last_fresh = t_done
@@ -327,12 +386,15 @@ class Source:
 
     def _end_of_file(self, read: int, expected: int) -> str:
         if read == 0:
-            raise SourceError(f"{self.url}: no frame could be decoded (corrupt file or "
+            raise SourceError(f"{self.shown_url}: no frame could be decoded (corrupt file or "
                               f"unsupported codec)")
         if expected and read < expected - 1:
-            self._last_error = (f"{self.url}: ended after {read} of {expected} frames "
+            self._last_error = (f"{self.shown_url}: ended after {read} of {expected} frames "
                                 f"(truncated file?)")
-            log.warning("camera %s: %s", self.id, self._last_error)
+            # A looping file ends the same way every loop: say it once, not once a loop.
+            level = logging.DEBUG if self._last_error == self._warned else logging.WARNING
+            log.log(level, "camera %s: %s", self.id, self._last_error)
+            self._warned = self._last_error
         if self.cam.mode == "live" or self.cam.loop:
             return "loop"  # a file standing in for a camera: reopened at once, indices go on
         self._set_state(State.FINISHED)
