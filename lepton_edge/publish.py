@@ -62,9 +62,13 @@ class Publisher:
         sock.setsockopt(zmq.XPUB_VERBOSER, 1)  # every (un)subscribe, so the count is right
         sock.setsockopt(zmq.LINGER, 1000)  # at exit, a second to flush the last messages
         try:
+            ipc_path = _ipc_file_path(self.endpoint)
+            if ipc_path is not None:
+                ipc_path.parent.mkdir(parents=True, exist_ok=True)
+                _claim_ipc_path(ipc_path, self.endpoint)
             if self.settings.curve is not None:
                 self._setup_curve(sock)
-            self._bind(sock)
+            self._bind(sock, ipc_path)
         except BaseException:
             self._close_auth(sock)
             sock.close(0)  # an open socket would block Context.term() at teardown forever
@@ -75,12 +79,9 @@ class Publisher:
             self._record = open(self._record_path, "wb")  # noqa: SIM115 (closed in close())
         log.info("publishing on %s (hwm %d)", self.bound_endpoint, self.settings.hwm)
 
-    def _bind(self, sock: zmq.Socket) -> None:
-        ipc_path = _ipc_file_path(self.endpoint)
+    def _bind(self, sock: zmq.Socket, ipc_path: Path | None) -> None:
         old_umask = None
         if ipc_path is not None:
-            ipc_path.parent.mkdir(parents=True, exist_ok=True)
-            _claim_ipc_path(ipc_path, self.endpoint)
             old_umask = os.umask(0o777 & ~self.settings.ipc_mode)  # born with the right mode
         try:
             sock.bind(self.endpoint)
@@ -330,6 +331,12 @@ def start_authenticator(context: zmq.Context, allowed: AllowedClients,
             return False
 
     auth = Authenticator(context, log=logging.getLogger("lepton_edge.auth"))
-    auth.start()
+    try:
+        auth.start()
+    except zmq.ZMQError as err:  # one ZAP handler per context: a second publisher in it
+        if auth.zap_socket is not None:
+            auth.zap_socket.close(0)
+        raise ConfigError(f"publish.curve: cannot start the authenticator ({err}); one CURVE "
+                          f"publisher per process") from err
     auth.configure_curve_callback(domain="*", credentials_provider=AllowedKeys())
     return auth
