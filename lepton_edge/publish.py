@@ -36,7 +36,10 @@ from .keys import AllowedClients, load_allowed_clients
 log = logging.getLogger(__name__)
 
 DENIAL_LOG_INTERVAL = 30.0  # seconds between two warnings about refused CURVE handshakes
-_MONITORED = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+# AUTH comes with ZAP's refusals, counted by the authenticator (which knows the key); a client
+# without CURVE shows as PROTOCOL (mechanism mismatch) or, when its reset wins the race with
+# its own greeting (a third of the time here), as NO_DETAIL.
+_MONITORED = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 
 
 class Publisher:
@@ -155,7 +158,7 @@ class Publisher:
             elif msg[:1] == b"\x00":
                 self.subscriptions = max(0, self.subscriptions - 1)
 
-    def _drain_monitor(self) -> None:
+    def _drain_monitor(self, *, final: bool = False) -> None:
         if self._monitor is None or self._denials is None:
             return
         from zmq.utils.monitor import parse_monitor_message
@@ -167,7 +170,9 @@ class Publisher:
                 break
             if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
                 self._denials.protocol_error(event["value"])
-        line = self._denials.report(time.monotonic())
+            elif event["event"] == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+                self._denials.hung_up()
+        line = self._denials.report(time.monotonic(), force=final)
         if line is not None:
             log.warning("%s", line)
 
@@ -182,7 +187,7 @@ class Publisher:
 
     def close(self) -> None:
         if self._sock is not None:
-            self._drain_monitor()  # the refusals of the last seconds still get their line
+            self._drain_monitor(final=True)  # the last refusals get their line, however recent
             self._close_auth(self._sock)
             self._sock.close()  # honours LINGER: queued messages get their second
             self._sock = None
@@ -270,12 +275,16 @@ class HandshakeDenials:
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
         self._keys: dict[str, str] = {}  # unknown client key -> the peer that offered it
+        self._other_keys = 0  # refusals of keys past the first `keys_shown`
         self._next_report = 0.0
 
     def unknown_key(self, key: str, peer: str) -> None:
         with self._lock:
             self._add("with a client key not in allowed_clients")
-            self._keys.setdefault(key, peer or "a local socket")
+            if key in self._keys or len(self._keys) < self.keys_shown:  # bounded under a flood
+                self._keys.setdefault(key, peer or "a local socket")
+            else:
+                self._other_keys += 1
 
     def protocol_error(self, value: int) -> None:
         if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
@@ -287,27 +296,32 @@ class HandshakeDenials:
         with self._lock:
             self._add(reason)
 
+    def hung_up(self) -> None:
+        with self._lock:
+            self._add("that hung up during the handshake, likely without CURVE keys")
+
     def _add(self, reason: str) -> None:
         self._counts[reason] = self._counts.get(reason, 0) + 1
         self.total += 1
 
-    def report(self, now: float) -> str | None:
-        """The warning to log now, or None (nothing new, or the last line was too recent)."""
+    def report(self, now: float, *, force: bool = False) -> str | None:
+        """The warning to log now, or None (nothing new, or the last line was too recent and
+        not `force`: the last report, at close, is forced)."""
         with self._lock:
-            if not self._counts or now < self._next_report:
+            if not self._counts or (now < self._next_report and not force):
                 return None
-            counts, keys = self._counts, self._keys
-            self._counts, self._keys = {}, {}
+            counts, keys, other = self._counts, self._keys, self._other_keys
+            self._counts, self._keys, self._other_keys = {}, {}, 0
             self._next_report = now + self.interval
         n = sum(counts.values())
         parts = [f"{c} {reason}" for reason, c in sorted(counts.items(), key=lambda kv: -kv[1])]
         if keys:
-            shown = [f"{k} from {peer}" for k, peer in list(keys.items())[:self.keys_shown]]
-            more = f" and {len(keys) - self.keys_shown} more" if len(keys) > self.keys_shown else ""
+            shown = [f"{k} from {peer}" for k, peer in keys.items()]
+            more = f" and {other} more" if other else ""
             parts.append(f"unknown keys: {', '.join(shown)}{more}")
-        return (f"CURVE: refused {n} subscriber handshake(s) ({'; '.join(parts)}); a subscriber "
-                f"needs the daemon's public key and its own public .key file in "
-                f"{self.allowed_dir}; next report in {self.interval:g} s at the earliest")
+        return (f"CURVE: refused {n} subscriber handshake(s): {'; '.join(parts)}. A subscriber "
+                f"needs the daemon's public key, and its own public .key file in "
+                f"{self.allowed_dir} (next report in {self.interval:g} s at the earliest)")
 
 
 def start_authenticator(context: zmq.Context, allowed: AllowedClients,

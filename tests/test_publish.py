@@ -300,3 +300,8 @@ def test_denial_report_is_at_most_one_line_per_interval() -> None:
     assert later is not None and "refused 5 subscriber handshake(s)" in later
     assert f"{'A' * 40} from 10.0.0.7" in later and "and 2 more" in later
     assert denials.report(1000.0) is None  # nothing new
+    denials.protocol_error(zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+    denials.hung_up()
+    assert denials.report(159.9) is None
+    last = denials.report(159.9, force=True)  # at close
+    assert last is not None and "1 without CURVE keys" in last and "1 that hung up" in last
