@@ -84,7 +84,8 @@ def _cmd_subscribe(args: argparse.Namespace) -> int:
                 if args.until_stop:
                     print(f"subscribe: no message for {args.timeout:g} s", file=sys.stderr)
                     code = 1
-                if sub.heard_nothing and warn_after is not None and args.timeout < warn_after:
+                if (sub.heard_nothing and warn_after is not None and args.timeout is not None
+                        and args.timeout < warn_after):
                     print(f"subscribe: {sub.silence_hint()}", file=sys.stderr)  # not logged yet
         except KeyboardInterrupt:
             pass

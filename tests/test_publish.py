@@ -259,7 +259,7 @@ def test_refused_handshakes_are_logged_with_their_reason_rate_limited(
     pub = Publisher(ctx, keys.settings)
     pub.open()
     endpoint = pub.bound_endpoint
-    subs = [Subscriber(endpoint, context=ctx, silence_warning=None, **opts) for opts in (
+    subs = [Subscriber(endpoint, context=ctx, **opts) for opts in (
         {"curve_server_public": keys.server_public, "curve_client_keys": keys.client},
         {},  # no CURVE at all
         {"curve_server_public": keys.server_public, "curve_client_keys": keys.stranger},
