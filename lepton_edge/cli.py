@@ -52,13 +52,19 @@ def _source_fps(config_path: str, default: float = 10.0) -> float:
 
 
 def _cmd_subscribe(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
     from .messages import DetectionMessage, HealthMessage
     from .subscribe import Subscriber
 
+    if any(not c for c in args.camera or ()):
+        raise ConfigError("--camera: an empty camera id would match every camera; give an id "
+                          "from the daemon's cameras[].id")
     counts: dict[str, int] = {}
     per_class: dict[str, int] = {}
     code = 0
-    with Subscriber(args.endpoint, args.camera or None, **_curve_options(args)) as sub:
+    warn_after = args.warn_after if args.warn_after > 0 else None
+    with Subscriber(args.endpoint, args.camera or None, silence_warning=warn_after,
+                    **_curve_options(args)) as sub:
         try:
             for msg in sub.messages(timeout=args.timeout):
                 if isinstance(msg, DetectionMessage):
@@ -78,6 +84,9 @@ def _cmd_subscribe(args: argparse.Namespace) -> int:
                 if args.until_stop:
                     print(f"subscribe: no message for {args.timeout:g} s", file=sys.stderr)
                     code = 1
+                if (sub.heard_nothing and warn_after is not None and args.timeout is not None
+                        and args.timeout < warn_after):
+                    print(f"subscribe: {sub.silence_hint()}", file=sys.stderr)  # not logged yet
         except KeyboardInterrupt:
             pass
         if args.summary:
@@ -152,7 +161,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 def _add_subscribe(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("subscribe", help="print the messages a daemon publishes")
     p.add_argument("endpoint", help="e.g. tcp://127.0.0.1:5556")
-    p.add_argument("--camera", action="append", help="only this camera (repeatable)")
+    p.add_argument("--camera", action="append",
+                   help="only this camera, matched exactly (repeatable)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--quiet", action="store_true", help="print nothing per message")
     p.add_argument("--count", type=int, default=0, help="exit after N detection messages")
@@ -160,6 +170,9 @@ def _add_subscribe(sub: argparse._SubParsersAction) -> None:
                    help="exit after this many seconds without a message")
     p.add_argument("--until-stop", action="store_true",
                    help="exit when the daemon announces it is stopping")
+    p.add_argument("--warn-after", type=float, default=10.0, metavar="SECONDS",
+                   help="say so (and that the endpoint or CURVE keys may be wrong) when nothing "
+                        "at all arrived within this many seconds (default 10; 0: never)")
     p.add_argument("--summary", action="store_true", help="print counts at the end")
     p.add_argument("--curve-server-key", metavar="SERVER.key",
                    help="the daemon's public key (CURVE); needs --curve-client-key")

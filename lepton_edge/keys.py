@@ -13,6 +13,10 @@ directory holding the public `.key` files of the clients it accepts:
 
 An existing key is never overwritten unless `--force` is given: replacing a server key cuts
 off every subscriber that trusts the old one.
+
+The daemon reads `allowed_clients` with `load_allowed_clients`: a file it cannot use (not a
+public key, unreadable, a secret key copied there by mistake) is skipped and named, so one bad
+file among forty cameras' keys locks out that camera only, never all of them.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from __future__ import annotations
 import argparse
 import os
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
@@ -66,6 +72,68 @@ def create_keypair(directory: Path, name: str, *, force: bool = False) -> tuple[
         raise ConfigError(f"keys --dir: cannot write keys in {directory} ({err.strerror})") \
             from err
     return Path(made_public), Path(made_secret)
+
+
+@dataclass(frozen=True)
+class AllowedClients:
+    """The client public keys a CURVE publisher accepts, read from one directory."""
+
+    directory: Path
+    keys: Mapping[bytes, str]  # Z85 public key (40 bytes) -> the file it came from
+    skipped: tuple[str, ...]  # one "FILE: why it is not used" per file left out
+
+
+def read_public_key(path: Path) -> bytes:
+    """The Z85 public key (40 bytes) of a `.key` file written by `lepton-edge keys`. Raises
+    ConfigError naming the file and what is wrong with it."""
+    import zmq.auth
+    from zmq.utils import z85
+
+    try:
+        public, _ = zmq.auth.load_certificate(path)
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read it ({err.strerror or err})") from err
+    except ValueError as err:
+        raise ConfigError(f"{path}: no public-key line, not a key file from `lepton-edge keys`") \
+            from err
+    try:
+        raw = z85.decode(public)
+    except (ValueError, KeyError) as err:
+        raise ConfigError(f"{path}: public-key is not a Z85 CURVE key ({len(public)} characters, "
+                          f"expected 40 of Z85's alphabet)") from err
+    if len(raw) != 32:
+        raise ConfigError(f"{path}: public-key is {len(public)} characters, expected 40")
+    return public
+
+
+def load_allowed_clients(directory: Path) -> AllowedClients:
+    """Every usable `*.key` in `directory`; the files left out are listed in `skipped` with
+    the reason (hidden files are ignored). Raises ConfigError when the directory is missing or
+    holds no usable key: a daemon that accepts no one must not start as if all were well."""
+    try:
+        entries = sorted(p for p in directory.iterdir() if not p.name.startswith("."))
+    except OSError as err:
+        raise ConfigError(f"publish.curve.allowed_clients: {directory} is not a readable "
+                          f"directory of client public keys ({err.strerror or err})") from err
+    keys: dict[bytes, str] = {}
+    skipped: list[str] = []
+    for path in entries:
+        if path.suffix != ".key":
+            why = ("a secret key: only the public .key belongs here, and a secret key should "
+                   "never leave its machine" if path.suffix == ".key_secret"
+                   else "not a .key file")
+            skipped.append(f"{path}: {why}")
+            continue
+        try:
+            keys.setdefault(read_public_key(path), path.name)
+        except ConfigError as err:
+            skipped.append(str(err))
+    if not keys:
+        found = "; ".join(skipped) if skipped else "it is empty"
+        raise ConfigError(f"publish.curve.allowed_clients: no usable client public key in "
+                          f"{directory} ({found}); copy there the .key file that `lepton-edge "
+                          f"keys` wrote for each subscriber")
+    return AllowedClients(directory, keys, tuple(skipped))
 
 
 def main_keys(args: argparse.Namespace) -> int:

@@ -1,9 +1,10 @@
 """Strangers on the network: ZeroMQ CURVE with keys from `lepton-edge keys`.
 
 Pass criterion: a subscriber whose public key is in `publish.curve.allowed_clients` receives
-detections; one without CURVE, and one with a keypair the daemon does not know, receive nothing
-while the allowed one is being served. Keys: the secret half is 0600, and nothing is overwritten
-without --force.
+detections, even with a broken key file next to its own (skipped with a warning naming it);
+one without CURVE, and one with a keypair the daemon does not know, receive nothing while the
+allowed one is being served, and the daemon logs both refusals. Keys: the secret half is 0600,
+and nothing is overwritten without --force.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ def test_only_allowed_clients_receive(tmp_path: Path, start_daemon) -> None:
     client_public, client_secret = make_keys(keys, "control-room")
     _, stranger_secret = make_keys(tmp_path / "elsewhere", "stranger")
     shutil.copy(client_public, allowed_dir)
+    (allowed_dir / "camera-17.key").write_text("truncated in the copy\n")  # one bad file
     cfg = write_config(
         tmp_path / "c.yaml", input_size=320,
         cameras=[{"id": "plaza", "url": str(VTEST), "mode": "replay", "loop": True}])
@@ -108,6 +110,13 @@ def test_only_allowed_clients_receive(tmp_path: Path, start_daemon) -> None:
     finally:
         ctx.term()
     assert daemon.stop() == 0, daemon.stderr()
+    log = daemon.stderr()
+    assert f"skipping {allowed_dir / 'camera-17.key'}: no public-key line" in log, log
+    refusals = [ln for ln in log.splitlines() if "CURVE: refused" in ln]
+    assert refusals and len(refusals) <= 2, log  # rate-limited: the first, then one at exit
+    text = " ".join(refusals)
+    stranger_key = zmq.auth.load_certificate(str(stranger_secret))[0].decode()
+    assert "without CURVE keys" in text and f"{stranger_key} from 127.0.0.1" in text, text
 
 
 def test_bad_curve_key_file_is_one_clear_error(tmp_path: Path) -> None:
