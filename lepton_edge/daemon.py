@@ -166,9 +166,9 @@ class Daemon:
         if config.metrics is not None:
             from .metrics import MetricsServer
 
-            self.metrics = MetricsServer(config.metrics, health=self._metrics_health,
-                                         send_errors=lambda: publisher.send_errors)
-            on_result = self.metrics.wrap(on_result)
+            self.metrics = MetricsServer(config.metrics, health=self._metrics_health, build={
+                "model": artifact.name, "backend": backend.name, "precision": backend.precision})
+            on_result = self.metrics.wrap(on_result, artifact.classes)
         self.pipeline = Pipeline(backend, publisher, settings, on_heartbeat=self._heartbeat,
                                  on_result=on_result)
         if self.metrics is not None:
