@@ -7,9 +7,11 @@ label and score, in a colour of its class from a palette of distinct colours; la
 placed so that they do not cover each other or the overlay (the top-left corner: camera,
 frame index, publishing fps once two frames have been seen, and the frame's latencies).
 
-The codec follows the file's suffix (`CODECS`): `.webm` VP8 and `.mp4` H.264 where OpenCV has
-an H.264 encoder, else VP9 (both play in browsers; the opencv-python wheels have no H.264
-encoder, and VP9 costs about five times VP8's encoding time), `.mkv` VP8, `.avi` Motion JPEG.
+The codec follows the file's suffix (`CODECS`): `.webm` VP8 (plays in browsers, and every
+OpenCV wheel writes it), `.mp4` H.264 where OpenCV has an H.264 encoder, else MPEG-4 Part 2
+with a warning that browsers do not play it (the opencv-python wheels have no H.264 encoder;
+their VP9-in-MP4 plays in browsers but encodes at about a fifth of VP8's speed, in the
+publishing thread, which would throttle the run), `.mkv` VP8, `.avi` Motion JPEG.
 The writer opens at the first frame of a camera, at that frame's size; a later frame of another
 size (a camera that reconnected at another resolution) is resized to it. One camera writes
 OUT.webm; each further camera writes OUT.<camera>.webm.
@@ -36,15 +38,16 @@ log = logging.getLogger(__name__)
 DEFAULT_FPS = 10.0
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
-# Suffix -> fourccs to try, best first. mp4v (MPEG-4 Part 2) is left out on purpose: browsers
-# do not play it.
+# Suffix -> fourccs to try, best first.
 CODECS: dict[str, tuple[str, ...]] = {
     ".webm": ("VP80",),
-    ".mp4": ("avc1", "vp09"),
+    ".mp4": ("avc1", "mp4v"),
     ".mkv": ("VP80",),
     ".avi": ("MJPG",),
 }
-_SLOW = {"vp09": "VP9 encodes about 5x slower than VP8 (.webm)"}
+# Said when a fallback is what gets written.
+_CAVEATS = {"mp4v": "MPEG-4 Part 2, which browsers do not play; name the file .webm (VP8) "
+                    "for a browser"}
 
 # 20 colours chosen to be told apart (Sasha Trubetskoy's list), in RGB, indexed by class id
 # modulo 20. With COCO ids the classes a camera watches most get the most distinct ones:
@@ -302,9 +305,10 @@ class Annotator:
         for code in codecs:
             writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*code), self.fps, size)
             if writer.isOpened():
-                if self.fourcc is None and code in _SLOW:
+                if self.fourcc is None and code in _CAVEATS:
                     log.warning("--annotate %s: this OpenCV has no %s encoder, writing %s: %s",
-                                path, "/".join(codecs[:codecs.index(code)]), code, _SLOW[code])
+                                path, "/".join(codecs[:codecs.index(code)]), code,
+                                _CAVEATS[code])
                 self.fourcc = code
                 return writer
             writer.release()
