@@ -178,8 +178,9 @@ config_in_use() {
 # Reads top-level keys only (`key: value` at column 0), which is all the table names; a key
 # set to null (metrics: null) is off.
 config_extras() {
-    local file=$1 key value pattern extra
-    while IFS= read -r line; do
+    local file=$1 line key value pattern extra
+    while IFS= read -r line || [[ -n $line ]]; do  # also a last line with no newline
+        line=${line%$'\r'}  # a file saved with CRLF endings
         [[ $line =~ ^([A-Za-z_][A-Za-z0-9_]*):[[:space:]]*([^#]*) ]] || continue
         key=${BASH_REMATCH[1]}
         value=${BASH_REMATCH[2]%"${BASH_REMATCH[2]##*[![:space:]]}"}

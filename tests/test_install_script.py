@@ -192,6 +192,7 @@ def test_every_extra_a_preset_needs_exists_in_pyproject(preset: str) -> None:
         ("backend: \"onnxruntime\"\nmetrics: null\n", []),
         ("metrics:\n  port: 9108\n# mqtt: {host: x}\ncameras:\n  - {id: a, mqtt: 1}\n",
          ["metrics"]),
+        ("backend: openvino\r\nhttp: {port: 8080}", ["openvino", "http"]),  # CRLF, no last \n
     ],
 )
 def test_the_key_to_extra_table(tmp_path: Path, body: str, expected: list[str]) -> None:
