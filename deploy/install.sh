@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Install lepton-edge as a systemd service from a checkout of this repository.
 #
-#   sudo deploy/install.sh [--preset security-camera|factory-line] [--extras openvino]
-#                          [--jetson] [--prefix /opt/lepton-edge] [--dry-run]
+#   sudo deploy/install.sh [--preset security-camera|factory-line | --config FILE] [--extras LIST]
+#                          [--jetson] [--no-openvino] [--prefix /opt/lepton-edge] [--dry-run]
+#
+# The pip extras follow the config: each section of it that needs an optional package (see
+# EXTRA_FOR_KEY) adds its extra, so a preset with `metrics:` gets prometheus_client and the
+# service does not exit on its first start. OpenVINO is added on x86_64 and aarch64 (what
+# `backend: auto` picks on a CPU box). --extras adds more.
 #
 # Safe to run again (upgrade, change of extras): every step checks what is already there.
 # The config in /etc/lepton-edge/config.yaml is installed only when absent and never
@@ -17,13 +22,28 @@ readonly UNIT_DIR=/etc/systemd/system
 # differs.
 readonly DEFAULT_PREFIX=/opt/lepton-edge
 
+# Config section -> the pip extra it needs, one `key extra` or `key=value extra` per line:
+# `metrics metrics` means "a top-level metrics: key needs [metrics]"; `backend=openvino
+# openvino` means "backend: openvino needs [openvino]". A new optional sink is one more line.
+readonly EXTRA_FOR_KEY='
+metrics metrics
+mqtt mqtt
+http http
+backend=openvino openvino
+'
+# Architectures where `backend: auto` wants OpenVINO (PyPI has wheels for both).
+readonly OPENVINO_ARCHES='x86_64 aarch64'
+
 SRC_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 readonly SRC_DIR
 
 PRESET=security-camera
+CONFIG_FILE=
 PREFIX=$DEFAULT_PREFIX
 EXTRAS=
 JETSON=0
+OPENVINO=1
+ARCH=$(uname -m)
 DRY_RUN=0
 PYTHON=python3
 
@@ -36,9 +56,14 @@ Installs lepton-edge from this checkout ($SRC_DIR) as a systemd service.
 Options:
   --preset NAME     config installed when $CONFIG_DIR/config.yaml is absent:
                     security-camera (default) or factory-line
-  --extras LIST     pip extras, comma-separated (e.g. openvino, or onnxruntime-gpu)
+  --config FILE     your own config to install instead of a preset (same rules: only when
+                    $CONFIG_DIR/config.yaml is absent)
+  --extras LIST     more pip extras, comma-separated (e.g. compile, or tensorrt); those
+                    the config needs (metrics: -> metrics, ...) are added by themselves
   --jetson          create the venv with --system-site-packages so JetPack's tensorrt
                     and pycuda (apt packages) are importable; see deploy/JETSON.md
+  --no-openvino     do not add the openvino extra (added by default on x86_64, aarch64)
+  --arch NAME       the machine's architecture (default: uname -m, here $ARCH)
   --prefix DIR      install root for the virtualenv (default $DEFAULT_PREFIX)
   --python EXE      interpreter for the virtualenv (default python3)
   --dry-run         print what would be done; changes nothing, needs no root
@@ -71,13 +96,18 @@ parse_args() {
         case $1 in
             --preset) [[ $# -ge 2 ]] || die "--preset needs a value"; PRESET=$2; shift 2 ;;
             --preset=*) PRESET=${1#*=}; shift ;;
+            --config) [[ $# -ge 2 ]] || die "--config needs a value"; CONFIG_FILE=$2; shift 2 ;;
+            --config=*) CONFIG_FILE=${1#*=}; shift ;;
             --extras) [[ $# -ge 2 ]] || die "--extras needs a value"; EXTRAS=$2; shift 2 ;;
             --extras=*) EXTRAS=${1#*=}; shift ;;
             --prefix) [[ $# -ge 2 ]] || die "--prefix needs a value"; PREFIX=$2; shift 2 ;;
             --prefix=*) PREFIX=${1#*=}; shift ;;
             --python) [[ $# -ge 2 ]] || die "--python needs a value"; PYTHON=$2; shift 2 ;;
             --python=*) PYTHON=${1#*=}; shift ;;
+            --arch) [[ $# -ge 2 ]] || die "--arch needs a value"; ARCH=$2; shift 2 ;;
+            --arch=*) ARCH=${1#*=}; shift ;;
             --jetson) JETSON=1; shift ;;
+            --no-openvino) OPENVINO=0; shift ;;
             --dry-run) DRY_RUN=1; shift ;;
             -h | --help) usage; exit 0 ;;
             *) usage >&2; die "unknown argument '$1'" ;;
@@ -88,7 +118,13 @@ parse_args() {
         security-camera | factory-line) ;;
         *) die "unknown preset '$PRESET' (expected security-camera or factory-line)" ;;
     esac
-    [[ -f $SRC_DIR/deploy/$PRESET.yaml ]] || die "preset file deploy/$PRESET.yaml is missing"
+    if [[ -n $CONFIG_FILE ]]; then
+        [[ -f $CONFIG_FILE && -r $CONFIG_FILE ]] || die "--config $CONFIG_FILE: no such file"
+        CONFIG_FILE=$(cd -- "$(dirname -- "$CONFIG_FILE")" && pwd)/$(basename -- "$CONFIG_FILE")
+    else
+        [[ -f $SRC_DIR/deploy/$PRESET.yaml ]] || die "preset file deploy/$PRESET.yaml is missing"
+        CONFIG_FILE=$SRC_DIR/deploy/$PRESET.yaml
+    fi
     # Extras go into a pip requirement string: letters, digits, '-', '_', ',' only.
     if [[ -n $EXTRAS && ! $EXTRAS =~ ^[A-Za-z0-9_-]+(,[A-Za-z0-9_-]+)*$ ]]; then
         die "--extras must be a comma-separated list of names, got '$EXTRAS'"
@@ -111,6 +147,81 @@ check_environment() {
         [[ $DRY_RUN -eq 1 ]] || die "$SRC_DIR is not a lepton-edge checkout (no pyproject.toml)"
         note "warning: no pyproject.toml in $SRC_DIR; pip install would fail"
     fi
+    check_python
+}
+
+# `python3 -m venv` needs ensurepip, which Debian and Ubuntu ship separately (python3-venv);
+# without it the venv step fails after the user and directories exist. Checked before any
+# change, in a dry run too: a plan that would fail is worth knowing about.
+check_python() {
+    command -v "$PYTHON" >/dev/null || die "--python $PYTHON: no such interpreter; install python3"
+    if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
+        local version
+        version=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) ||
+            version=3
+        die "$PYTHON cannot create a virtualenv (no ensurepip): install it with" \
+            "apt-get install python3-venv (or python$version-venv), then run this again"
+    fi
+}
+
+# The config whose extras are installed: the one already in place (it is kept), else the
+# preset (or --config file) that is about to be installed.
+config_in_use() {
+    if [[ -r $CONFIG_DIR/config.yaml ]]; then
+        echo "$CONFIG_DIR/config.yaml"
+    else
+        echo "$CONFIG_FILE"
+    fi
+}
+
+# Prints `extra reason` lines for what the config file $1 needs, following EXTRA_FOR_KEY.
+# Reads top-level keys only (`key: value` at column 0), which is all the table names; a key
+# set to null (metrics: null) is off.
+config_extras() {
+    local file=$1 line key value pattern extra
+    while IFS= read -r line || [[ -n $line ]]; do  # also a last line with no newline
+        line=${line%$'\r'}  # a file saved with CRLF endings
+        [[ $line =~ ^([A-Za-z_][A-Za-z0-9_]*):[[:space:]]*([^#]*) ]] || continue
+        key=${BASH_REMATCH[1]}
+        value=${BASH_REMATCH[2]%"${BASH_REMATCH[2]##*[![:space:]]}"}
+        value=${value//\"/}
+        value=${value//\'/}
+        [[ $value == null || $value == '~' ]] && continue
+        while read -r pattern extra; do
+            [[ -n $pattern ]] || continue
+            if [[ $pattern == "$key" || $pattern == "$key=$value" ]]; then
+                echo "$extra ${pattern/=/: }"
+            fi
+        done <<<"$EXTRA_FOR_KEY"
+    done <"$file"
+}
+
+# EXTRAS becomes the user's --extras plus what the config and the machine need, without
+# repeats, in that order; each added one is reported with its reason.
+resolve_extras() {
+    local config extra reason
+    config=$(config_in_use)
+    local -a found=()
+    while read -r extra reason; do
+        found+=("$extra" "$reason: in $config")
+    done < <(config_extras "$config")
+    if [[ $OPENVINO -eq 0 ]]; then
+        note "openvino not added (--no-openvino): backend: auto falls back to ONNX Runtime"
+    elif [[ $JETSON -eq 1 ]]; then
+        note "openvino not added: on Jetson backend: auto picks TensorRT (JetPack)"
+    elif [[ " $OPENVINO_ARCHES " == *" $ARCH "* ]]; then
+        found+=(openvino "backend: auto on $ARCH")
+    else
+        note "openvino not added: no wheels for $ARCH; backend: auto uses ONNX Runtime"
+    fi
+    local i
+    for ((i = 0; i < ${#found[@]}; i += 2)); do
+        extra=${found[i]}
+        if [[ ,$EXTRAS, != *,$extra,* ]]; then
+            EXTRAS=${EXTRAS:+$EXTRAS,}$extra
+            note "extra $extra (${found[i + 1]})"
+        fi
+    done
 }
 
 create_user() {
@@ -214,10 +325,10 @@ install_config() {
     local config=$CONFIG_DIR/config.yaml
     run install -d -m 0755 "$CONFIG_DIR"
     if [[ -e $config ]]; then
-        note "keeping existing $config (preset $PRESET not installed)"
+        note "keeping existing $config ($CONFIG_FILE not installed)"
     else
         # Readable by the service group only: configs carry camera URLs with passwords.
-        run install -m 0640 -o root -g "$SERVICE_USER" "$SRC_DIR/deploy/$PRESET.yaml" "$config"
+        run install -m 0640 -o root -g "$SERVICE_USER" "$CONFIG_FILE" "$config"
     fi
 }
 
@@ -246,6 +357,7 @@ install_units() {
 main() {
     parse_args "$@"
     check_environment
+    resolve_extras
     note "source: $SRC_DIR, preset: $PRESET, prefix: $PREFIX, extras: ${EXTRAS:-none}," \
         "jetson: $([[ $JETSON -eq 1 ]] && echo yes || echo no)"
     create_user

@@ -152,7 +152,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", "-c", required=True, help="YAML config file")
     p.add_argument("--endpoint", help="override publish.endpoint (e.g. tcp://127.0.0.1:5556)")
     p.add_argument("--record", metavar="FILE.jsonl", help="write every published message")
-    p.add_argument("--annotate", metavar="OUT.mp4", help="write the frames with their boxes")
+    p.add_argument("--annotate", metavar="OUT.webm",
+                   help="write the frames with their boxes; the codec follows the suffix: "
+                        ".webm VP8 (for browsers), .mp4 H.264 where OpenCV has it, .mkv VP8, "
+                        ".avi Motion JPEG")
     p.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
                    help="wait (up to 10 s) for N subscriptions before the first frame")
     p.set_defaults(func=_cmd_run)

@@ -80,7 +80,7 @@ class Publish(_Strict):
 
 class Metrics(_Strict):
     port: Annotated[int, Field(ge=1, le=65535)]
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"  # this box only; 0.0.0.0 to let a Prometheus elsewhere scrape
 
 
 class Config(_Strict):

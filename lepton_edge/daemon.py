@@ -176,10 +176,13 @@ class Daemon:
         if config.metrics is not None:
             from .metrics import MetricsServer
 
+            assert self.artifact is not None and self.backend is not None
             metrics = self.metrics = MetricsServer(config.metrics, health=self._metrics_health,
-                                                   send_errors=lambda: publisher.send_errors)
-            sinks.append(CallbackSink(lambda r, _p: metrics.observe(dict(r.latency_ms)),
-                                      name="metrics"))
+                                                   build={"model": self.artifact.name,
+                                                          "backend": self.backend.name,
+                                                          "precision": self.backend.precision})
+            sinks.append(CallbackSink(lambda r, _p: metrics.observe(
+                r.camera, r.labels, r.detections.class_id, r.latency_ms), name="metrics"))
         if self.options.on_frame is not None:
             sinks.append(CallbackSink(self.options.on_frame))
         return sinks

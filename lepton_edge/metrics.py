@@ -1,28 +1,42 @@
-"""The optional Prometheus endpoint (`metrics: {port: 9108}` in the config).
+"""The optional Prometheus endpoint (`metrics: {port: 9108}` in the config; it listens on
+127.0.0.1 unless `host:` says otherwise, e.g. `host: 0.0.0.0` for a Prometheus on another box).
 
 It exports what the `health` topic carries, read from the pipeline at scrape time (so a camera
-removed by a reload disappears from the next scrape), plus per-stage latency histograms fed by
-every published frame. `prometheus_client` is imported only when `metrics:` is configured
-(`pip install 'lepton-edge[metrics]'`), and the metrics live in their own `CollectorRegistry`,
-never the library's global one, so two daemons in one process (tests) cannot collide.
+removed by a reload disappears from the next scrape), plus per-stage latency histograms and
+per-class detection counters fed by every published frame (`observe`). `prometheus_client` is
+imported only when `metrics:` is configured (`pip install 'lepton-edge[metrics]'`), and the
+metrics live in their own `CollectorRegistry`, never the library's global one, so two daemons
+in one process (tests) cannot collide; the standard process and platform collectors are
+registered in it too.
 
-Exported (all prefixed `lepton_edge_`):
+Exported (all prefixed `lepton_edge_` except the standard ones):
 
+    build_info{version, python, model, backend, precision}   always 1
+    start_time_seconds                                  epoch seconds the endpoint started
     up_seconds, fps, subscribers                        gauges of the whole daemon
-    publish_send_errors_total                           messages the publisher had to drop
     camera_state{camera, state}                         1 for the camera's current state, else 0
     camera_fps{camera}                                  capture rate
     camera_frames_total / _dropped_total / _reconnects_total / _published_total {camera}
+    detections_total{camera, label}                     boxes published, per class
     stage_latency_seconds{stage}                        histogram, 1 ms .. 2 s
+    process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, ...,
+    python_info, python_gc_*                            prometheus_client's standard collectors
+
+Messages a slow subscriber loses are not counted here: XPUB (like PUB) drops them silently at
+the high-water mark, so the publisher cannot see them; a subscriber sees them as gaps in `seq`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable, Iterator
+import platform
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
+from . import __version__
 from .config import Metrics as MetricsSettings
 from .errors import ConfigError
 from .messages import HealthMessage
@@ -37,7 +51,6 @@ LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.1
                    0.5, 0.75, 1.0, 2.0)
 CAMERA_STATES = tuple(s.value for s in State)
 
-OnResult = Callable[[Any, Any, bytes], None]
 
 
 class MetricsServer:
@@ -47,17 +60,21 @@ class MetricsServer:
     Args:
         settings: the config's `metrics:` section (host, port).
         health: returns the pipeline's current health (called on each scrape).
-        send_errors: returns the publisher's count of dropped sends (called on each scrape).
+        build: labels of `build_info` besides version and python (model, backend,
+            precision); values are strings.
     """
 
-    def __init__(self, settings: MetricsSettings, health: Callable[[], HealthMessage],
-                 send_errors: Callable[[], int] = lambda: 0) -> None:
+    def __init__(self, settings: MetricsSettings, health: Callable[[], HealthMessage], *,
+                 build: Mapping[str, str] | None = None) -> None:
         self.settings = settings
         self._health = health
-        self._send_errors = send_errors
+        self._build = {"version": __version__, "python": platform.python_version(),
+                       **(build or {})}
         self._server: Any = None
         self._thread: Any = None
         self._latency: Any = None
+        self._detections: Any = None
+        self._det_children: dict[tuple[str, str], Any] = {}
         self.registry: Any = None
 
     def start(self) -> None:
@@ -69,39 +86,57 @@ class MetricsServer:
                 f"install it with pip install 'lepton-edge[metrics]', or remove metrics: from "
                 f"the config"
             ) from err
-        self.registry = prom.CollectorRegistry()
+        registry = self.registry = prom.CollectorRegistry()
+        # What the global registry has by default, which a custom registry lacks: RSS, CPU,
+        # open fds, start time of the process; interpreter version; GC counts.
+        prom.ProcessCollector(registry=registry)
+        prom.PlatformCollector(registry=registry)
+        prom.GCCollector(registry=registry)
+        prom.Info(PREFIX + "build", "Version of lepton-edge and what this daemon runs",
+                  registry=registry).info(self._build)
+        prom.Gauge(PREFIX + "start_time_seconds", "When the daemon started (epoch seconds)",
+                   registry=registry).set(time.time())
         self._latency = prom.Histogram(
             PREFIX + "stage_latency_seconds", "Per-frame latency of each pipeline stage",
-            ["stage"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.registry.register(_HealthCollector(self._health, self._send_errors))
+            ["stage"], buckets=LATENCY_BUCKETS, registry=registry)
+        self._detections = prom.Counter(
+            PREFIX + "detections", "Detections published, per camera and class",
+            ["camera", "label"], registry=registry)
+        registry.register(_HealthCollector(self._health))
         host, port = self.settings.host, self.settings.port
         try:
             self._server, self._thread = prom.start_http_server(port, addr=host,
-                                                                registry=self.registry)
+                                                                registry=registry)
         except OSError as err:
             raise ConfigError(f"metrics.port: cannot listen on {host}:{port} ({err.strerror}); "
                               f"pick a free port or stop what holds it") from err
         log.info("metrics on http://%s:%d/metrics", host, port)
 
-    def observe(self, latency_ms: dict[str, float]) -> None:
-        """One frame's stage latencies, in milliseconds as the messages carry them."""
+    def observe(self, camera: str, labels: Sequence[str], class_ids: np.ndarray,
+                latency_ms: Mapping[str, float]) -> None:
+        """One published frame: its detections and its stage latencies.
+
+        Args:
+            camera: the camera id.
+            labels: the model's class names, indexed by class id (a class id outside them
+                is counted under its number).
+            class_ids: (N,) integer class id of each detection of the frame.
+            latency_ms: stage name -> milliseconds, as the messages carry them.
+        """
         if self._latency is None:
             return
         for stage, ms in latency_ms.items():
             self._latency.labels(stage).observe(ms / 1000.0)
-
-    def wrap(self, on_result: OnResult | None) -> OnResult:
-        """An `on_result` callback for the pipeline that feeds the latency histograms from each
-        published payload, then calls `on_result` (the caller's own, if any)."""
-
-        def record(frame: Any, dets: Any, payload: bytes) -> None:
-            # The payload is the one place the per-frame timings leave the pipeline; decoding
-            # its small JSON costs ~10 us a frame.
-            self.observe(json.loads(payload)["latency_ms"])
-            if on_result is not None:
-                on_result(frame, dets, payload)
-
-        return record
+        if len(class_ids) == 0:
+            return
+        ids, counts = np.unique(np.asarray(class_ids, np.int64), return_counts=True)
+        for c, n in zip(ids.tolist(), counts.tolist(), strict=True):
+            label = labels[c] if 0 <= c < len(labels) else str(c)
+            child = self._det_children.get((camera, label))
+            if child is None:  # labels() hashes and locks; one lookup per new pair
+                child = self._det_children[camera, label] = self._detections.labels(camera,
+                                                                                    label)
+            child.inc(n)
 
     def close(self) -> None:
         if self._server is not None:
@@ -116,9 +151,8 @@ class MetricsServer:
 class _HealthCollector:
     """Builds the health metrics at scrape time (prometheus_client's custom-collector API)."""
 
-    def __init__(self, health: Callable[[], HealthMessage], send_errors: Callable[[], int]):
+    def __init__(self, health: Callable[[], HealthMessage]) -> None:
         self._health = health
-        self._send_errors = send_errors
 
     def describe(self) -> list[Any]:
         return []  # unknown until the first scrape: cameras come and go with reloads
@@ -133,9 +167,6 @@ class _HealthCollector:
                                 value=h.fps)
         yield GaugeMetricFamily(PREFIX + "subscribers", "ZeroMQ subscriptions",
                                 value=h.subscribers)
-        yield CounterMetricFamily(PREFIX + "publish_send_errors",
-                                  "Messages dropped by the publisher (subscriber too slow)",
-                                  value=self._send_errors())
         state = GaugeMetricFamily(PREFIX + "camera_state",
                                   "1 for the camera's current state, 0 for the others",
                                   labels=["camera", "state"])

@@ -16,6 +16,7 @@ PACKAGES=(
     gstreamer1.0-plugins-ugly     # x264enc
     gstreamer1.0-libav            # avdec_* for the sample videos (MPEG-4 Part 2, H.264)
     systemd                       # systemd-analyze
+    shellcheck                    # lint of deploy/install.sh
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

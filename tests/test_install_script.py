@@ -69,7 +69,7 @@ def test_dry_run_plan(preset: str) -> None:
     assert "--system-site-packages" not in venv_cmd
     # pip installs the checkout (not editable) into that venv.
     (pip,) = _find(plan, f"{venv}/bin/pip", "install")
-    assert str(REPO) in pip
+    assert any(arg == str(REPO) or arg.startswith(f"{REPO}[") for arg in pip), pip
     assert "-e" not in pip and "--editable" not in pip
     # The bundled artifact ends up in the state directory, owned by the service user.
     assert [
@@ -133,6 +133,93 @@ def test_jetson_and_extras() -> None:
     assert "numpy<2" in pip
 
 
+def _extras(*args: str) -> list[str]:
+    """The extras of the planned pip install, in order ([] for a plain install)."""
+    (pip,) = _find(_plan(*args), "/opt/lepton-edge/venv/bin/pip", "install")
+    (target,) = [a for a in pip if a.startswith(str(REPO))]
+    if target == str(REPO):
+        return []
+    assert target.startswith(f"{REPO}[") and target.endswith("]"), target
+    return target[len(str(REPO)) + 1:-1].split(",")
+
+
+def _pyproject_extras() -> set[str]:
+    import tomllib
+
+    with (REPO / "pyproject.toml").open("rb") as f:
+        return set(tomllib.load(f)["project"]["optional-dependencies"])
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        # The default install: the preset's metrics: needs prometheus_client (issue 15, item 4:
+        # without it the service exited 2 on every start), and a CPU box wants OpenVINO.
+        (["--preset", "security-camera", "--arch", "x86_64"], ["metrics", "openvino"]),
+        (["--preset", "factory-line", "--arch", "aarch64"], ["metrics", "openvino"]),
+        (["--arch", "armv7l"], ["metrics"]),
+        (["--arch", "x86_64", "--no-openvino"], ["metrics"]),
+        (["--arch", "aarch64", "--jetson"], ["metrics"]),  # TensorRT from JetPack instead
+        # The user's own come first, and nothing twice.
+        (["--arch", "x86_64", "--extras", "compile,metrics"], ["compile", "metrics", "openvino"]),
+    ],
+)
+def test_the_extras_follow_the_preset_and_the_machine(args: list[str],
+                                                       expected: list[str]) -> None:
+    assert _extras(*args) == expected
+
+
+def test_dry_run_names_the_extras_and_why() -> None:
+    proc = _run("--dry-run", "--preset", "security-camera", "--arch", "x86_64")
+    assert proc.returncode == 0, proc.stderr
+    preset = REPO / "deploy" / "security-camera.yaml"
+    assert f"# extra metrics (metrics: in {preset})" in proc.stdout
+    assert "# extra openvino (backend: auto on x86_64)" in proc.stdout
+    assert "extras: metrics,openvino," in proc.stdout
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_extra_a_preset_needs_exists_in_pyproject(preset: str) -> None:
+    for arch in ("x86_64", "aarch64"):
+        assert set(_extras("--preset", preset, "--arch", arch)) <= _pyproject_extras()
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("mqtt: {host: broker.local}\nhttp:\n  port: 8080\n", ["mqtt", "http"]),
+        ("backend: openvino   # the key and its value\n", ["openvino"]),
+        ("backend: \"onnxruntime\"\nmetrics: null\n", []),
+        ("metrics:\n  port: 9108\n# mqtt: {host: x}\ncameras:\n  - {id: a, mqtt: 1}\n",
+         ["metrics"]),
+        ("backend: openvino\r\nhttp: {port: 8080}", ["openvino", "http"]),  # CRLF, no last \n
+    ],
+)
+def test_the_key_to_extra_table(tmp_path: Path, body: str, expected: list[str]) -> None:
+    """Top-level keys only; a commented-out or nested key, or one set to null, adds nothing."""
+    config = tmp_path / "own.yaml"
+    config.write_text("model: /var/lib/lepton-edge/engines/yolov8n\n" + body)
+    assert _extras("--config", str(config), "--no-openvino") == expected
+    plan = _plan("--config", str(config))
+    (install,) = [cmd for cmd in plan if cmd and cmd[-1] == "/etc/lepton-edge/config.yaml"]
+    assert install[-2] == str(config)
+
+
+def test_a_python_without_venv_support_is_refused_before_any_change(tmp_path: Path) -> None:
+    """Debian's python3 has no ensurepip until python3-venv is installed: say so up front."""
+    fake = tmp_path / "python3"
+    fake.write_text('#!/bin/sh\ncase "$*" in\n  *ensurepip*) exit 1 ;;\n'
+                    '  *version_info*) echo 3.11 ;;\nesac\n')
+    fake.chmod(0o755)
+    proc = _run("--dry-run", "--python", str(fake))
+    assert proc.returncode == 2, proc.stdout
+    assert "apt-get install python3-venv (or python3.11-venv)" in proc.stderr
+    assert "+ " not in proc.stdout, "nothing may run (no user created) without a usable venv"
+    proc = _run("--dry-run", "--python", str(tmp_path / "nowhere"))
+    assert proc.returncode == 2 and "no such interpreter" in proc.stderr
+    assert "+ " not in proc.stdout
+
+
 def test_prefix_rewrites_unit_exec_start() -> None:
     proc = _run("--dry-run", "--prefix", "/srv/lepton")
     assert proc.returncode == 0, proc.stderr
@@ -159,6 +246,8 @@ def test_dry_run_changes_nothing(tmp_path: Path) -> None:
         (["--prefix", "relative/dir"], "--prefix must be an absolute path"),
         (["--prefix", "/home/me/le"], "ProtectHome"),
         (["--frobnicate"], "unknown argument '--frobnicate'"),
+        (["--config", "/nonexistent/config.yaml"], "--config /nonexistent/config.yaml: no such"),
+        (["--arch"], "--arch needs a value"),
     ],
 )
 def test_bad_arguments(args: list[str], message: str) -> None:
@@ -171,7 +260,8 @@ def test_bad_arguments(args: list[str], message: str) -> None:
 def test_help() -> None:
     proc = _run("--help")
     assert proc.returncode == 0
-    for flag in ("--preset", "--extras", "--jetson", "--prefix", "--dry-run"):
+    for flag in ("--preset", "--config", "--extras", "--jetson", "--no-openvino", "--arch",
+                 "--prefix", "--dry-run"):
         assert flag in proc.stdout
 
 

@@ -3,6 +3,7 @@ variance, not just existence)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -12,7 +13,13 @@ import pytest
 from lepton_edge.cli import main
 from lepton_edge.errors import MessageError
 from lepton_edge.recording import read_recording
-from lepton_edge.report import write_report
+from lepton_edge.report import (
+    _pyplot,
+    plot_detections,
+    plot_latency,
+    plot_latency_hist,
+    write_report,
+)
 
 from .test_recording import GOLDEN, det_line, health_line, write
 
@@ -56,3 +63,31 @@ def test_a_recording_without_detections_is_a_clear_error(tmp_path: Path) -> None
     with pytest.raises(MessageError, match="no detection messages to plot"):
         write_report(rec, tmp_path / "out")
     assert not np.any([p.exists() for p in (tmp_path / "out").glob("*.png")])
+
+
+def test_latency_is_plotted_on_a_log_scale_against_time(tmp_path: Path) -> None:
+    """Issue 15, item 12: a linear axis let the warm-up frame squash the rest, and the x axis
+    was the frame index. A 10 fps recording whose first frame took 900 ms."""
+    lines = [det_line("a", i, [(10, 10, 60, 90, 0.8, 0)]) for i in range(30)]
+    msgs = list(read_recording(write(tmp_path / "r.jsonl", lines)).camera("a").values())
+    msgs[0] = dataclasses.replace(msgs[0], latency_ms=msgs[0].latency_ms | {"infer": 900.0})
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3)
+    try:
+        plot_latency(axes[0], msgs)
+        assert axes[0].get_yscale() == "log"
+        assert "time" in axes[0].get_xlabel() and "(s)" in axes[0].get_xlabel()
+        infer = next(line for line in axes[0].get_lines() if line.get_label().startswith("infer"))
+        # det_line stamps frame i at 1700000000 + i / 10: three seconds of frames.
+        np.testing.assert_allclose(infer.get_xdata(), np.arange(30) / 10, atol=1e-6)
+        assert infer.get_ydata()[0] == 900.0 and infer.get_ydata()[1] == 21.0
+        lo, hi = axes[0].get_ylim()
+        assert lo < 21.0 and hi > 900.0 and hi / lo > 40  # both ends on the plot
+
+        plot_latency_hist(axes[1], msgs)
+        assert axes[1].get_xscale() == "log"
+        plot_detections(axes[2], msgs)
+        assert "(s)" in axes[2].get_xlabel()
+        assert max(axes[2].get_lines()[0].get_xdata()) == pytest.approx(2.9)
+    finally:
+        plt.close(fig)
