@@ -19,11 +19,11 @@ import numpy as np
 
 from .errors import BackendUnavailableError, MessageError
 from .messages import DetectionMessage
+from .pipeline.stats import STAGES
 from .recording import Recording
 
 log = logging.getLogger(__name__)
 
-STAGES = ("capture", "preprocess", "infer", "decode", "publish", "capture_to_publish")
 TOP_CLASSES = 8
 # Latencies below this (ms) are drawn at it: a log axis has no zero.
 FLOOR_MS = 1e-3
