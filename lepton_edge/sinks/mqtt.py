@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_COUNTED = ("person", "bicycle", "car", "motorcycle", "bus", "truck", "cat", "dog")
 _TOPIC_SAFE = re.compile(r"[^A-Za-z0-9_-]")
+_NO_CONN = 4  # paho.mqtt.enums.MQTTErrorCode.MQTT_ERR_NO_CONN: QoS > 0 stays queued in paho
 
 
 class MqttTls(BaseModel):
@@ -188,7 +189,12 @@ class MqttSink(QueuedSink):
         if client is None:
             return
         if self.connected:
-            client.publish(self.topic("status"), "offline", qos=1, retain=True).wait_for_publish(2)
+            try:
+                client.publish(self.topic("status"), "offline", qos=1,
+                               retain=True).wait_for_publish(2)
+            except (RuntimeError, ValueError) as err:  # the link dropped meanwhile
+                log.warning("mqtt: could not publish offline at close (%s); the broker's "
+                            "last will says it", err)
         client.disconnect()
         client.loop_stop()
         with self._lock:
@@ -213,6 +219,7 @@ class MqttSink(QueuedSink):
         if cfg.tls is not None:
             self._set_tls(client, cfg.tls)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         return client
 
@@ -271,6 +278,19 @@ class MqttSink(QueuedSink):
         if first:
             log.error("%s (retrying every %d..%d s)", msg, cfg.reconnect_min, cfg.reconnect_max)
 
+    def _on_connect_fail(self, _client: Any, _userdata: Any) -> None:
+        """No CONNACK at all: refused, unreachable, or the TLS handshake failed."""
+        cfg = self.config
+        msg = (f"mqtt: cannot connect to {cfg.host}:{cfg.port} (refused, unreachable"
+               + (", or the TLS handshake failed: check mqtt.tls" if cfg.tls else "") + ")")
+        with self._lock:
+            first = self._last_error != msg
+            self._connected = False
+            if self._state != "auth_failed":
+                self._state, self._last_error = "disconnected", msg
+        if first:
+            log.warning("%s; retrying every %d..%d s", msg, cfg.reconnect_min, cfg.reconnect_max)
+
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason: Any,
                        _props: Any) -> None:
         with self._lock:
@@ -293,9 +313,10 @@ class MqttSink(QueuedSink):
         kind, _, camera = outcome.topic.partition(".")
         payload = outcome.to_payload()
         info = client.publish(self.topic(_slug(camera), kind), payload, qos=self.config.qos)
-        if info.rc != 0 and self.config.qos == 0:
-            return False  # QoS 0 is not kept by paho when the link just dropped
-        # QoS 1/2: paho now holds it (also across a reconnect), so it is not handed over twice.
+        kept = info.rc == 0 or (info.rc == _NO_CONN and self.config.qos > 0)
+        if not kept:
+            return False  # QoS 0 on a link that just dropped, or paho's own queue is full
+        # Accepted: paho now holds it (QoS 1/2 also across a reconnect): never handed twice.
         self.published += 1
         if kind == "event":
             self._track_zones(client, camera, payload)

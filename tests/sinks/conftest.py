@@ -112,11 +112,16 @@ class Broker:
     port: int
     workdir: Path
     users: dict[str, str] | None = None
+    tls: Path | None = None  # a directory with ca.pem, server.pem, server.key
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Broker:
         conf = self.workdir / "mosquitto.conf"
-        lines = [f"listener {self.port} 127.0.0.1", "persistence true",
+        lines = [f"listener {self.port} 127.0.0.1"]
+        if self.tls is not None:
+            lines += [f"cafile {self.tls}/ca.pem", f"certfile {self.tls}/server.pem",
+                      f"keyfile {self.tls}/server.key", "require_certificate true"]
+        lines += ["persistence true",
                  f"persistence_location {self.workdir}/", "autosave_interval 1",
                  f"log_dest file {self.workdir}/mosquitto.log"]
         if self.users:
@@ -164,8 +169,8 @@ def broker_factory(tmp_path) -> Iterator[Callable[..., Broker]]:
         pytest.skip("needs Debian's mosquitto (scripts/install-system-deps.sh)")
     made: list[Broker] = []
 
-    def make(users: dict[str, str] | None = None) -> Broker:
-        b = Broker(free_port(), tmp_path / f"broker{len(made)}", users)
+    def make(users: dict[str, str] | None = None, tls: Path | None = None) -> Broker:
+        b = Broker(free_port(), tmp_path / f"broker{len(made)}", users, tls)
         b.workdir.mkdir()
         made.append(b)
         return b.start()

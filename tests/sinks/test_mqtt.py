@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -236,3 +238,51 @@ def test_counts_distinct_tracks(vtest_results) -> None:
     assert all(v == 1 for v in counts.values()), counts
     untracked = replace(r, detections=r.detections.with_tracks([-1] * n))
     assert set(track_counts(untracked, ["person"]).values()) == {0}
+
+
+def _openssl(*args: str, cwd) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _pki(d) -> None:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by it."""
+    d.mkdir()
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+             "-keyout", "ca.key", "-out", "ca.pem", cwd=d)
+    for name in ("server", "client"):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout",
+                 f"{name}.key", "-out", f"{name}.csr", cwd=d)
+        (d / f"{name}.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out",
+                 f"{name}.pem", cwd=d)
+
+
+def test_tls_with_a_client_certificate(broker_factory, tmp_path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make test certificates")
+    pki, other = tmp_path / "pki", tmp_path / "other"
+    _pki(pki)
+    _pki(other)
+    broker = broker_factory(tls=pki)
+    tls = {"ca_file": str(pki / "ca.pem"), "cert_file": str(pki / "client.pem"),
+           "key_file": str(pki / "client.key")}
+    sink = _sink(broker.port, cfg={"tls": tls})
+    sink.open()
+    try:
+        assert _wait(lambda: sink.state == "connected"), sink.last_error
+        sink.outcome(event("plaza", 1))
+        assert _wait(lambda: sink.pending_outcomes == 0 and sink.published == 1)
+    finally:
+        sink.close()
+    wrong = _sink(broker.port, client_id="box2",
+                  cfg={"tls": {**tls, "ca_file": str(other / "ca.pem")}})
+    wrong.open()
+    try:
+        assert _wait(lambda: wrong.last_error is not None), wrong.state
+        assert wrong.state == "disconnected"
+        assert "TLS handshake failed: check mqtt.tls" in wrong.last_error
+    finally:
+        wrong.close()
+    with pytest.raises(ConfigError, match="does not exist"):
+        _sink(broker.port, cfg={"tls": {"ca_file": str(tmp_path / "nope.pem")}}).open()

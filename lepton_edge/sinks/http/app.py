@@ -42,6 +42,7 @@ class LiveState:
     healthy: Callable[[], bool] = lambda: True
     detect: Callable[[np.ndarray], Detections] | None = None
     snapshot_path: Callable[[str], Path | None] | None = None
+    cameras: frozenset[str] = frozenset()  # configured: known before their first frame
     token: str | None = None
     health: HealthMessage | None = None
     started: float = field(default_factory=time.time)
@@ -117,7 +118,7 @@ class Routes:
     def _cameras(self) -> list[dict[str, Any]]:
         health = {c.id: c for c in (self.s.health.cameras if self.s.health else ())}
         out = []
-        for cam in sorted(set(health) | set(self.s.frames.cameras())):
+        for cam in sorted(self._known()):
             c, r = health.get(cam), self.s.frames.newest(cam)
             ov = self.s.frames.overlay(cam)
             out.append({
@@ -147,7 +148,7 @@ class Routes:
         """multipart/x-mixed-replace at most `mjpeg_fps`, at most `mjpeg_width` wide; a frame
         is sent once (a camera that stalls sends nothing new)."""
         cam = request.match_info["id"]
-        if self.s.frames.newest(cam) is None and cam not in self._health_ids():
+        if cam not in self._known():
             return _not_found(f"camera {cam!r} is not known")
         cfg = self.s.config
         resp = web.StreamResponse(headers={
@@ -173,8 +174,9 @@ class Routes:
             await asyncio.sleep(max(0.005, interval - (loop.time() - t0)))
         return resp
 
-    def _health_ids(self) -> set[str]:
-        return {c.id for c in (self.s.health.cameras if self.s.health else ())}
+    def _known(self) -> set[str]:
+        health = {c.id for c in (self.s.health.cameras if self.s.health else ())}
+        return set(self.s.cameras) | health | set(self.s.frames.cameras())
 
     async def events(self, request: web.Request) -> web.Response:
         try:

@@ -69,22 +69,20 @@ class FrameStore:
     def __init__(self, overlays: Mapping[str, Overlay] | None = None, *, quality: int = 80) -> None:
         self._overlays = dict(overlays or {})
         self._quality = quality
+        # One dict item per camera, replaced whole: a single store (atomic in CPython), so the
+        # feeding thread takes no lock that a viewer's thread could hold.
         self._latest: dict[str, _Latest] = {}
-        self._lock = threading.Condition()
+        self._count_lock = threading.Lock()
         self.encodes = 0  # JPEGs made, for the "once per frame" check
 
     def put(self, result: FrameResult) -> None:
-        with self._lock:
-            self._latest[result.camera] = _Latest(result)
-            self._lock.notify_all()
+        self._latest[result.camera] = _Latest(result)
 
     def cameras(self) -> list[str]:
-        with self._lock:
-            return sorted(self._latest)
+        return sorted(list(self._latest))
 
     def newest(self, camera: str) -> FrameResult | None:
-        with self._lock:
-            latest = self._latest.get(camera)
+        latest = self._latest.get(camera)
         return None if latest is None else latest.result
 
     def overlay(self, camera: str) -> Overlay | None:
@@ -93,8 +91,7 @@ class FrameStore:
     def jpeg(self, camera: str, width: int | None = None) -> tuple[int, bytes] | None:
         """(seq, JPEG bytes) of the camera's newest frame, at most `width` wide; None before its
         first frame."""
-        with self._lock:
-            latest = self._latest.get(camera)
+        latest = self._latest.get(camera)
         if latest is None:
             return None
         r = latest.result
@@ -111,6 +108,6 @@ class FrameStore:
                     raise RuntimeError(f"{camera}: JPEG encoding failed")
                 data = buf.tobytes()
                 latest.cache[w] = data
-                with self._lock:
+                with self._count_lock:
                     self.encodes += 1
         return r.seq, data

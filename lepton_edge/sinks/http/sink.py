@@ -30,7 +30,8 @@ class HttpSink:
     is wedged (`/healthz` answers 503). `detect`: the daemon's backend for
     `POST /v1/vision/detection` (BGR image -> Detections in its pixels), with `labels` naming
     class ids; None turns the route off. `snapshot_path`: event snapshot file name -> its path
-    (None when gone). `resolve`: the config's file paths to paths (`Config.resolve`)."""
+    (None when gone). `cameras`: the configured camera ids (listed, and their streams wait,
+    before their first frame). `resolve`: the config's file paths to paths (`Config.resolve`)."""
 
     name = "http"
 
@@ -39,13 +40,15 @@ class HttpSink:
                  detect: Callable[[np.ndarray], Detections] | None = None,
                  labels: Sequence[str] = (),
                  snapshot_path: Callable[[str], Path | None] | None = None,
+                 cameras: Sequence[str] = (),
                  resolve: Callable[[str], Path] = Path) -> None:
         self.config = config
         self._resolve = resolve
         self.state = LiveState(config=config,
                                frames=FrameStore(overlays, quality=config.jpeg_quality),
                                events=EventLog(config.events), labels=tuple(labels),
-                               healthy=healthy, detect=detect, snapshot_path=snapshot_path)
+                               healthy=healthy, detect=detect, snapshot_path=snapshot_path,
+                               cameras=frozenset(cameras) | frozenset(overlays or ()))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
