@@ -171,6 +171,12 @@ class MqttSink(QueuedSink):
         with self._lock:
             return self._connected
 
+    def status(self) -> dict[str, Any]:
+        """For the health message: state, last_error, outcomes waiting and lost."""
+        return {"state": self.state, "last_error": self.last_error,
+                "pending": self.pending_outcomes, "lost": self.outcomes_lost,
+                "published": self.published}
+
     def topic(self, *parts: str) -> str:
         return "/".join((self.config.prefix, *parts))
 

@@ -202,6 +202,9 @@ def test_wrong_credentials_clear_error_and_keeps_running(broker_factory, tmp_pat
         time.sleep(2.5)  # at least one more refused attempt
         assert sink.state == "auth_failed" and sink._thread.is_alive()
         assert sink.pending_outcomes == 1
+        status = sink.status()
+        assert (status["state"], status["pending"], status["lost"]) == ("auth_failed", 1, 0)
+        assert status["last_error"] == sink.last_error
         assert len([e for e in errors if "refused" in e]) == 1, "logged once, not per retry"
     finally:
         sink.close()

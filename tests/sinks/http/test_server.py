@@ -181,6 +181,28 @@ def test_bearer_token(tmp_path, vtest_results) -> None:
         HttpSink(HttpConfig(port=0, token_file=str(tok))).open()
 
 
+def test_configured_cameras_are_listed_and_stream_before_their_first_frame(
+        vtest_results) -> None:
+    sink = HttpSink(HttpConfig(port=0, mjpeg_fps=10), cameras=["plaza", "gate"])
+    sink.open()
+    try:
+        _, body = get_json(sink.url + "/api/cameras")
+        assert [(c["id"], c["state"], c["seq"]) for c in body["cameras"]] == [
+            ("gate", "unknown", None), ("plaza", "unknown", None)]
+        viewer = MjpegViewer(sink.url + "/api/cameras/plaza/mjpeg")
+        viewer.start()
+        time.sleep(0.5)
+        assert viewer.frames == 0 and viewer.error is None
+        sink.frame(vtest_results[0], b"")
+        deadline = time.monotonic() + 10
+        while viewer.frames == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        viewer.stop.set()
+        assert viewer.frames == 1 and viewer.error is None  # one frame, sent once
+    finally:
+        sink.close()
+
+
 def test_port_in_use_is_a_clear_error() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
