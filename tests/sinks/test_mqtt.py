@@ -95,7 +95,8 @@ def test_events_counts_and_home_assistant_discovery(broker_factory, vtest_result
         for r in vtest_results[:6]:
             sink.frame(r, b"")
         for n in range(5):
-            sink.outcome(event("plaza", n, zones=["door"] if n < 4 else []))
+            sink.outcome(event("plaza", n, zones=["door"] if n < 3 else ["porch"] if n == 3
+                               else []))
         sink.outcome(event("plaza", 0, kind="end"))
         sink.health(HealthMessage(ts=time.time(), state="running", uptime_s=1.0, fps=9.5,
                                   subscribers=0, cameras=(CameraHealth(
@@ -120,6 +121,10 @@ def test_events_counts_and_home_assistant_discovery(broker_factory, vtest_result
         assert zone["state_topic"] == "lepton-edge/plaza/zone/door"
         assert (zone["payload_on"], zone["payload_off"]) == ("ON", "OFF")
         assert retained["lepton-edge/status"] == b"online"
+        # A zone first seen in an event gets its binary sensor too.
+        porch = "homeassistant/binary_sensor/box1/plaza_porch_occupancy/config"
+        assert sub.wait(lambda: bool(sub.on(porch)))
+        assert sub.wait(lambda: sub.on("lepton-edge/plaza/zone/porch")[-1:] == [b"ON"])
 
         # Counts: retained, the newest frame's persons, from the real detections.
         want = track_counts(vtest_results[5], ["person"])["person"]
