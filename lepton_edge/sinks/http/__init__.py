@@ -1,21 +1,10 @@
-"""The HTTP API and the live page (needs the `http` extra: aiohttp)."""
+"""The HTTP API and the live page. aiohttp (the `http` extra) is needed only to serve:
+without it these modules import and `HttpSink.open()` says which extra to install."""
 
 from __future__ import annotations
 
 from .config import HttpConfig
 from .frames import FrameStore, Overlay, render
+from .sink import HttpSink
 
 __all__ = ["FrameStore", "HttpConfig", "HttpSink", "Overlay", "render"]
-
-
-def __getattr__(name: str) -> object:
-    if name == "HttpSink":  # aiohttp is imported only when the sink is used
-        try:
-            from .sink import HttpSink
-        except ImportError as err:
-            from ...errors import BackendUnavailableError
-
-            raise BackendUnavailableError("http: needs aiohttp; install the extra: "
-                                          "pip install 'lepton-edge[http]'") from err
-        return HttpSink
-    raise AttributeError(name)

@@ -15,7 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aiohttp import web
+
+try:
+    from aiohttp import web
+except ImportError:  # the `http` extra is not installed: HttpSink.open() says so
+    web = None  # type: ignore[assignment]
 
 from ...detections import Detections
 from ...messages import HealthMessage
@@ -28,7 +32,7 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 BOUNDARY = "lepton-frame"
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
 
 
 @dataclass

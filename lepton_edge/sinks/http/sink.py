@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ...detections import Detections
-from ...errors import ConfigError
+from ...errors import BackendUnavailableError, ConfigError
 from ...messages import HealthMessage
 from ...results import FrameResult, Outcome
 from .app import LiveState, build_app
@@ -63,6 +63,11 @@ class HttpSink:
     def open(self) -> None:
         if self._thread is not None:
             return
+        from . import app
+
+        if app.web is None:
+            raise BackendUnavailableError("http: needs aiohttp; install the extra: "
+                                          "pip install 'lepton-edge[http]'")
         self.state.token = self._token()
         ready = threading.Event()
         failure: list[BaseException] = []
