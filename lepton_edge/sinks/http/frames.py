@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -27,24 +27,32 @@ class Overlay:
     lines: Mapping[str, Points]
 
 
-def render(result: FrameResult, overlay: Overlay | None) -> np.ndarray:
-    """A copy of the frame with its boxes (label, score, track id), zones and lines."""
+def render(result: FrameResult, overlay: Overlay | None, width: int | None = None) -> np.ndarray:
+    """The frame at most `width` wide (aspect kept) with its boxes (label, score, track id),
+    zones and lines. Scaled first and drawn at that size: cheaper than drawing full size."""
     dets = result.detections
+    scale = 1.0 if width is None or width >= result.width else width / result.width
+    if scale != 1.0:
+        size = (width, max(1, round(result.height * scale)))
+        image = cv2.resize(result.image, size, interpolation=cv2.INTER_LINEAR)
+        dets = replace(dets, xyxy=dets.xyxy * np.float32(scale))
+    else:
+        image = result.image
     names = [result.label(c) for c in dets.class_id.tolist()]
     if dets.track_id is not None:
         names = [f"{n} #{t}" if t >= 0 else n for n, t in
                  zip(names, dets.track_id.tolist(), strict=True)]
-    out = draw(result.image, dets, names)
+    out = draw(image, dets, names)  # draws on a copy
     if overlay is not None:
-        _polys(out, overlay.zones, _ZONE, closed=True)
-        _polys(out, overlay.lines, _LINE, closed=False)
+        _polys(out, overlay.zones, _ZONE, scale, closed=True)
+        _polys(out, overlay.lines, _LINE, scale, closed=False)
     return out
 
 
 def _polys(out: np.ndarray, shapes: Mapping[str, Points], color: tuple[int, int, int],
-           *, closed: bool) -> None:
+           scale: float, *, closed: bool) -> None:
     for name, pts in shapes.items():
-        arr = np.round(np.asarray(pts, np.float64)).astype(np.int32).reshape(-1, 1, 2)
+        arr = np.round(np.asarray(pts, np.float64) * scale).astype(np.int32).reshape(-1, 1, 2)
         if len(arr) < 2:
             continue
         cv2.polylines(out, [arr], closed, color, 2, cv2.LINE_AA)
@@ -99,10 +107,7 @@ class FrameStore:
         with latest.encode_lock:  # viewers of the same frame wait for one encode
             data = latest.cache.get(w)
             if data is None:
-                img = render(r, self._overlays.get(camera))
-                if w != r.width:
-                    img = cv2.resize(img, (w, max(1, round(r.height * w / r.width))),
-                                     interpolation=cv2.INTER_AREA)
+                img = render(r, self._overlays.get(camera), w)
                 ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self._quality])
                 if not ok:
                     raise RuntimeError(f"{camera}: JPEG encoding failed")
