@@ -17,7 +17,8 @@ Topics, under `prefix` (default `lepton-edge`):
   `homeassistant/sensor/<node>/<camera>_state/config`: MQTT discovery, retained, sent at each
   connect (and when a camera or zone first appears), so the box shows up in Home Assistant.
 
-Per-frame data is never queued: the retained counts always hold the newest value and are
+Per-frame data is never queued: `frame` keeps the newest frame per camera, its counts are
+taken every `count_interval` seconds (published when they change), and the retained counts are
 re-sent at each connect. A refused login (wrong credentials) is logged once at ERROR with what
 to fix, `state` becomes `auth_failed` and `last_error` says why; the sink keeps retrying with
 backoff and keeps queueing outcomes.
@@ -89,6 +90,8 @@ class MqttConfig(BaseModel):
     count_classes: tuple[str, ...] = DEFAULT_COUNTED
     # Outcomes held while the broker is down; past it they are logged at ERROR instead.
     queue: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    # How often the newest frame's counts are looked at (published only when they change).
+    count_interval: Annotated[float, Field(gt=0, le=60)] = 0.5
 
     @model_validator(mode="after")
     def _checks(self) -> MqttConfig:
@@ -152,6 +155,10 @@ class MqttSink(QueuedSink):
         self._open_events: dict[str, dict[str, set[str]]] = {}  # camera -> event id -> zones
         self._occupied: dict[tuple[str, str], bool] = {}
         self._client: Any = None
+        self._newest: dict[str, FrameResult] = {}  # camera -> newest frame, for the counts
+        self._counted: dict[str, int] = {}  # camera -> seq counted last
+        self._ticker: threading.Thread | None = None
+        self._ticker_stop = threading.Event()
         self.published = 0
 
     # ---------------------------------------------------------------- status for the lead
@@ -187,10 +194,16 @@ class MqttSink(QueuedSink):
         cfg = self.config
         self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive)
         self._client.loop_start()  # paho's network thread; it reconnects with the backoff
+        self._ticker = threading.Thread(target=self._count_loop, name="sink-mqtt-counts",
+                                        daemon=True)
+        self._ticker.start()
         log.info("mqtt: connecting to %s:%d as %s (topics under %s/)", cfg.host, cfg.port,
                  cfg.client_id, cfg.prefix)
 
     def on_close(self) -> None:
+        self._ticker_stop.set()
+        if self._ticker is not None:
+            self._ticker.join(5)
         client, self._client = self._client, None
         if client is None:
             return
@@ -328,7 +341,24 @@ class MqttSink(QueuedSink):
             self._track_zones(client, camera, payload)
         return True
 
-    def deliver_frame(self, result: FrameResult, payload: bytes) -> None:
+    def frame(self, result: FrameResult, payload: bytes) -> None:
+        """Keeps the camera's newest frame (one dict store, no lock: the feeding thread never
+        waits on this sink); its counts are taken every `count_interval` seconds."""
+        self._newest[result.camera] = result
+
+    def _count_loop(self) -> None:
+        while not self._ticker_stop.wait(self.config.count_interval):
+            for camera, result in list(self._newest.items()):
+                if self._counted.get(camera) == result.seq:
+                    continue
+                self._counted[camera] = result.seq
+                try:
+                    self._publish_counts(result)
+                except Exception:
+                    self.failures += 1
+                    log.exception("mqtt: publishing the counts of %s failed", camera)
+
+    def _publish_counts(self, result: FrameResult) -> None:
         counts = track_counts(result, self.config.count_classes)
         client = self._client
         with self._lock:
