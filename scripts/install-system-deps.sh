@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need beyond the Python venv:
 #   - the GStreamer RTSP server used by tests/faults/rtsp_server.py (run with /usr/bin/python3),
-#   - systemd, for `systemd-analyze verify` of the shipped unit.
+#   - systemd, for `systemd-analyze verify` of the shipped unit,
+#   - Mosquitto, the MQTT broker tests/sinks/test_mqtt.py starts on a loopback port,
+#   - Chromium, which loads the live page headless in tests/sinks/http/test_live_page.py.
+# The README's Node.js example test needs node/npm (not installed here) and
+# scripts/install-node-deps.sh.
 # Idempotent: when everything is present it only asks dpkg and exits (no network).
 # Not root and something missing: says what to run and exits 0, and the tests that need the
 # packages skip with the reason.
@@ -17,6 +21,8 @@ PACKAGES=(
     gstreamer1.0-libav            # avdec_* for the sample videos (MPEG-4 Part 2, H.264)
     systemd                       # systemd-analyze
     shellcheck                    # lint of deploy/install.sh
+    mosquitto                     # MQTT broker (and mosquitto_passwd) for the MQTT bridge tests
+    chromium                      # headless browser for the live page test
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
