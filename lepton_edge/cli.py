@@ -34,8 +34,9 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or \
-                not action.option_strings:
+        default = action.default
+        if "default" in text or default is None or default is False or \
+                default is argparse.SUPPRESS or not action.option_strings:
             return text
         return super()._get_help_string(action) or text
 
@@ -239,7 +240,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 def _add_keys(sub: argparse._SubParsersAction) -> None:
     p = _parser(sub, "keys", "generate ZeroMQ CURVE keypairs")
     p.add_argument("--dir", default=".", help="where to write NAME.key and NAME.key_secret")
-    p.add_argument("--name", default="server")
+    p.add_argument("--name", default="server",
+                   help="keypair name: writes NAME.key and NAME.key_secret")
     p.add_argument("--force", action="store_true", help="replace an existing keypair")
     p.set_defaults(func=_cmd_keys)
 

@@ -30,10 +30,17 @@ COMPILE_EXTRA = ("faster_coco_eval", "tqdm", "sympy")
 def require_compile_extra(command: str) -> None:
     """Refuse to start `command` when a package of the [compile] extra is missing, instead of
     an ImportError halfway (with a half-written artifact behind)."""
-    missing = [m for m in COMPILE_EXTRA if importlib.util.find_spec(m) is None]
+    missing = [m for m in COMPILE_EXTRA if not _importable(m)]
     if missing:
         raise CompileError(f"{command} needs the compile extra ({', '.join(missing)} not "
                            f"installed): pip install 'lepton-edge[compile]'")
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: blocked in sys.modules (set to None)
+        return False
 
 
 def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
