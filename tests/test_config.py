@@ -156,5 +156,5 @@ def test_the_file_is_parsed_once_and_knows_its_lines(tmp_path: Path) -> None:
 
 
 def test_empty_classes_list_is_refused() -> None:
-    with pytest.raises(ConfigError, match="c.yaml:4: classes: Tuple should have at least 1"):
+    with pytest.raises(ConfigError, match=r"c\.yaml:4: classes: Tuple should have at least 1"):
         parse_config(BASE + "classes: []\n", Path("c.yaml"))

@@ -110,7 +110,7 @@ def test_an_input_the_letterbox_cannot_feed_is_refused(tmp_path: Path) -> None:
     manifest = yaml.safe_load((ENGINE / "manifest.yaml").read_text())
     art = _fp32_artifact(tmp_path, input={**manifest["input"], "layout": "NHWC", "color": "BGR"})
     cfg = write_config(tmp_path / "c.yaml", model=str(art))
-    with pytest.raises(ModelError, match="cannot feed layout NHWC .*, color BGR"):
+    with pytest.raises(ModelError, match=r"cannot feed layout NHWC .*, color BGR"):
         resolve_run(cfg)
 
 
