@@ -269,19 +269,21 @@ class Daemon:
 
     # ------------------------------------------------------------------ SIGHUP
 
+    def _refuse_restart_changes(self, new: Config) -> None:
+        changed = [k for k in Config.model_fields if k not in RELOADABLE | {"source"}
+                   and getattr(new, k) != getattr(self.config, k)]
+        if changed:
+            raise ConfigError(f"{', '.join(changed)} changed: that needs a restart "
+                              f"(systemctl restart lepton-edge)")
+
     def reload(self) -> bool:
         """Apply the config file again. Returns False (and keeps the old config) when refused."""
         assert self.config is not None and self.pipeline is not None
         self.notifier.reloading()
         try:
-            new_run = self.resolved.reread()  # the same resolve_run the start went through
+            # the same resolve_run the start went through
+            new_run = self.resolved.reread(check=self._refuse_restart_changes)
             new = new_run.config
-            changed = [k for k in Config.model_fields
-                       if k not in RELOADABLE | {"source"}
-                       and getattr(new, k) != getattr(self.config, k)]
-            if changed:
-                raise ConfigError(f"{', '.join(changed)} changed: that needs a restart "
-                                  f"(systemctl restart lepton-edge)")
             decode = new_run.decode
         except LeptonError as err:
             log.error("reload refused, the running config stays: %s", err)

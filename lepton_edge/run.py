@@ -16,7 +16,7 @@ function (`ResolvedRun.reread`), reusing the loaded artifact and the chosen back
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,12 +84,15 @@ class ResolvedRun:
         except ConfigError as err:
             raise ConfigError(f"{self.where(key)}: {err}") from err
 
-    def reread(self) -> ResolvedRun:
+    def reread(self, check: Callable[[Config], None] | None = None) -> ResolvedRun:
         """The config file read again (SIGHUP) with the same overrides and options; the loaded
-        artifact and chosen backend are kept when `model` and `backend` did not change."""
+        artifact and chosen backend are kept when `model` and `backend` did not change.
+        `check` sees the new config before anything else is resolved (the daemon refuses a
+        change that needs a restart before a new model is looked for)."""
         if self.source is None:
             raise ConfigError("this run has no config file to re-read")
-        return resolve_run(self.source, self.overrides, options=self.options, previous=self)
+        return resolve_run(self.source, self.overrides, options=self.options, previous=self,
+                           check=check)
 
     def with_overrides(self, overrides: Overrides) -> ResolvedRun:
         """This run with more overrides, validated like the file (which is not read again)."""
@@ -98,19 +101,23 @@ class ResolvedRun:
 
 
 def resolve_run(path: str | Path, overrides: Overrides | None = None, *,
-                options: RunOptions | None = None,
-                previous: ResolvedRun | None = None) -> ResolvedRun:
+                options: RunOptions | None = None, previous: ResolvedRun | None = None,
+                check: Callable[[Config], None] | None = None) -> ResolvedRun:
     """Read `path` once and resolve everything a run needs. `overrides`: `Override` values (or a
     mapping of dotted key -> value), applied on top of the file and validated like it.
-    `previous`: a running run whose artifact and backend choice are reused when unchanged.
+    `previous`: a running run whose artifact and backend choice are reused when unchanged;
+    `check`: called with the validated config before the artifact and backend are resolved.
     Raises ConfigError (file:line or flag), ModelError or BackendUnavailableError, one line."""
     return _resolve(read_config_file(path), as_overrides(overrides), options or RunOptions(),
-                    previous)
+                    previous, check)
 
 
 def _resolve(file: ConfigFile, overrides: tuple[Override, ...], options: RunOptions,
-             previous: ResolvedRun | None) -> ResolvedRun:
+             previous: ResolvedRun | None,
+             check: Callable[[Config], None] | None = None) -> ResolvedRun:
     config = build_config(file, overrides)
+    if check is not None:
+        check(config)
     artifact = _artifact(config, previous)
     check_runnable(artifact)
     _check_input_size(config, artifact, file, overrides)
