@@ -102,8 +102,8 @@ def load_secret_keypair(path: Path | str) -> tuple[bytes, bytes]:
         raise ConfigError(f"{path}: cannot load the CURVE key ({why}); make one with "
                           f"`lepton-edge keys`") from err
     if secret is None:
-        raise ConfigError(f"{path}: holds no secret key (that is the public half, NAME.key; "
-                          f"name NAME.key_secret)")
+        raise ConfigError(f"{path}: holds no secret key (that is the public half); name the "
+                          f"NAME.key_secret file `lepton-edge keys` wrote")
     return check_key(public, path, "public"), check_key(secret, path, "secret")
 
 

@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .artifact import ENCODINGS, Artifact, check_runnable, load_artifact
-from .backends.base import BackendOptions, BackendSettings, options_model
+from .backends.base import BackendOptions, BackendSettings, NoOptions, options_model
 from .config import (
     Config,
     ConfigFile,
@@ -170,9 +170,10 @@ def decode_settings(config: Config, artifact: Artifact, file: ConfigFile | None 
 
 
 def _backend(config: Config, file: ConfigFile, overrides: Sequence[Override],
-             previous: ResolvedRun | None) -> tuple[str, BackendSettings]:
+             previous: ResolvedRun | None) -> tuple[str, BackendSettings | None]:
     """The backend to build (`auto` resolved once) and its options validated against the
-    `Options` model its module declares."""
+    `Options` model its module declares (None for a backend that declares none: a plugin
+    wrapping a registered backend then hands that one its defaults)."""
     from .backends import backend_class, resolve
 
     try:
@@ -184,7 +185,8 @@ def _backend(config: Config, file: ConfigFile, overrides: Sequence[Override],
     except LeptonError as err:
         raise type(err)(f"{file.where(('backend',), overrides)}: backend: {err}") from err
     try:
-        return name, model.model_validate(config.backend_options)
+        settings = model.model_validate(config.backend_options)
+        return name, None if model is NoOptions else settings
     except ValidationError as err:
         fields = ", ".join(model.model_fields) or "none"
 
