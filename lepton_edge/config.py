@@ -11,7 +11,7 @@ turns that into the one resolved value a run takes."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -360,7 +360,8 @@ def _override_for(loc: Sequence[Any], overrides: Sequence[Override]) -> Override
 
 
 def format_errors(err: ValidationError, file: ConfigFile, overrides: Sequence[Override] = (),
-                  prefix: tuple[Any, ...] = (), reason: Any = None) -> str:
+                  prefix: tuple[Any, ...] = (),
+                  reason: Callable[[Any], str] | None = None) -> str:
     """One line for all of a pydantic error's problems, each `where: key.path: reason`.
     `prefix` is the key path of the validated value inside the file (backend options)."""
     lines = []

@@ -129,3 +129,20 @@ def test_eval_without_the_compile_extra_is_one_line(tmp_path: Path) -> None:
         capture_output=True, text=True, env=daemon_env(), cwd=tmp_path, timeout=300)
     assert out.returncode == 6, out.stderr
     assert "pip install 'lepton-edge[compile]'" in _one_error_line(out)
+
+
+def test_eval_refuses_a_family_without_a_decoder_before_reading_frames(tmp_path: Path) -> None:
+    import shutil
+
+    import yaml
+
+    art = tmp_path / "art"
+    shutil.copytree(REPO / "engines/yolov8n", art,
+                    ignore=shutil.ignore_patterns("*.int8*", "openvino*", "cache"))
+    manifest = yaml.safe_load((art / "manifest.yaml").read_text())
+    manifest.update(family="yolov5", models={"fp32": manifest["models"]["fp32"]},
+                    files={"model.onnx": manifest["files"]["model.onnx"]})
+    (art / "manifest.yaml").write_text(yaml.safe_dump(manifest))
+    result = run_cli("eval", str(art), "--data", str(tmp_path / "no-such-frames"))
+    assert result.returncode == 3, result.stderr
+    assert "model family 'yolov5' has no decoder here" in _one_error_line(result)

@@ -168,3 +168,26 @@ def test_a_curve_secret_key_of_the_wrong_length_is_one_line_naming_the_file(
     assert str(info.value).startswith(
         f"{cfg}:{_line(cfg, 'server_secret_key')}: publish.curve.server_secret_key: {secret}: "
         f"the secret key is 39 characters, a CURVE key is 40 (Z85)")
+
+
+def test_with_overrides_validates_without_reading_the_file_again(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.yaml")
+    run = resolve_run(cfg)
+    cfg.write_text("not: [valid")  # not read again
+    bench = run.with_overrides([Override("cameras", [{"id": "x", "url": "v.avi",
+                                                      "mode": "bench"}], "bench")])
+    assert bench.config.cameras[0].id == "x" and bench.artifact is run.artifact
+    with pytest.raises(ConfigError, match=r"^bench: cameras\[0\]\.max_frames: Input should be "
+                                          r"greater than or equal to 1"):
+        run.with_overrides([Override("cameras", [{"id": "x", "url": "v", "max_frames": 0}],
+                                     "bench")])
+
+
+def test_naming_prefixes_where_the_key_was_set(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.yaml")
+    run = resolve_run(cfg, [Override("log_level", "error", "--log-level")])
+    with pytest.raises(ConfigError) as info, run.naming("publish.endpoint"):
+        raise ConfigError("publish.endpoint: cannot bind")
+    assert str(info.value) == f"{cfg}:{_line(cfg, 'endpoint:')}: publish.endpoint: cannot bind"
+    assert run.where("log_level") == "--log-level"
+    assert run.where("metrics.port") == str(cfg)  # not in the file: no made-up line
