@@ -181,8 +181,8 @@ def _log_level_parent() -> argparse.ArgumentParser:
     """`--log-level` after the subcommand too; SUPPRESS keeps one given before it."""
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--log-level", choices=LOG_LEVELS, default=argparse.SUPPRESS,
-                        help="log level (beats the config's log_level; default: the config's, "
-                             "else info)")
+                        help="log level (run, bench: beats the config's log_level; default: "
+                             "the config's, else info)")
     return parent
 
 
