@@ -92,6 +92,35 @@ class Artifact:
         )
 
 
+def check_runnable(art: Artifact) -> None:
+    """Refuse an artifact the runtime cannot feed or decode, before any backend or camera
+    opens: a model family without a decoder, an input the letterbox does not produce
+    (NCHW, 3 channels, RGB scaled by 1/255), a stride that is not positive."""
+    from .decode import DECODERS
+
+    where = art.root / MANIFEST if art.root.is_dir() else art.root
+    if art.family not in DECODERS:
+        raise ModelError(f"{where}: model family {art.family!r} has no decoder here (known: "
+                         f"{', '.join(sorted(DECODERS))}); export a YOLOv8-style detect model")
+    inp = art.input
+    problems = []
+    if len(inp.shape) != 4 or inp.shape[1] != 3:
+        problems.append(f"shape {list(inp.shape)} (expected [N, 3, H, W])")
+    if inp.layout != "NCHW":
+        problems.append(f"layout {inp.layout} (expected NCHW)")
+    if inp.color != "RGB":
+        problems.append(f"color {inp.color} (expected RGB)")
+    if abs(inp.scale - 1 / 255) > 1e-9:
+        problems.append(f"scale {inp.scale} (expected 1/255)")
+    if inp.stride < 1:
+        problems.append(f"stride {inp.stride} (expected a positive integer)")
+    if problems:
+        raise ModelError(f"{where}: input {inp.name}: the runtime's letterbox cannot feed "
+                         f"{', '.join(problems)}")
+    if not art.classes:
+        raise ModelError(f"{where}: the manifest lists no classes")
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -115,13 +144,26 @@ def load_artifact(path: str | Path, *, verify: bool = True) -> Artifact:
     if not mpath.is_file():
         raise ModelError(f"{path}: no {MANIFEST} in this directory; build the artifact with "
                          f"`lepton-edge compile MODEL.onnx --name NAME`")
-    try:
-        manifest = yaml.safe_load(mpath.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ModelError(f"{mpath}: not valid YAML ({err})") from err
+    manifest = _read_manifest(mpath)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ModelError(f"{mpath}: not a lepton-edge manifest (expected format: {FORMAT})")
     return _artifact_from_manifest(path, manifest, verify=verify)
+
+
+def _read_manifest(mpath: Path) -> Any:
+    """The parsed manifest; one line naming the file (and line) when it is not YAML."""
+    hint = "rebuild the artifact with `lepton-edge compile` or re-copy it"
+    try:
+        return yaml.safe_load(mpath.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ModelError(f"{mpath}: not UTF-8 text; {hint}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{mpath}:{mark.line + 1}" if mark else str(mpath)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ModelError(f"{where}: not valid YAML ({problem}); {hint}") from None
+    except OSError as err:
+        raise ModelError(f"{mpath}: cannot read the manifest ({err.strerror})") from err
 
 
 def _artifact_from_manifest(root: Path, m: dict[str, Any], *, verify: bool) -> Artifact:
@@ -135,9 +177,17 @@ def _artifact_from_manifest(root: Path, m: dict[str, Any], *, verify: bool) -> A
         )
         art = Artifact(root=root, name=m["name"], family=m["family"], input=info,
                        classes=tuple(m["classes"]), models=m["models"], manifest=m)
-    except (KeyError, TypeError, ValueError) as err:
-        where = root / MANIFEST
-        raise ModelError(f"{where}: malformed manifest ({err!r} missing or wrong)") from err
+    except KeyError as err:
+        raise ModelError(f"{root / MANIFEST}: malformed manifest (key {err.args[0]!r} missing); "
+                         f"rebuild the artifact with `lepton-edge compile`") from err
+    except (TypeError, ValueError, AttributeError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ModelError(f"{root / MANIFEST}: malformed manifest ({first}); rebuild the "
+                         f"artifact with `lepton-edge compile`") from err
+    if not isinstance(art.models, Mapping) or not all(
+            isinstance(e, Mapping) and "file" in e for e in art.models.values()):
+        raise ModelError(f"{root / MANIFEST}: malformed manifest (models: each encoding needs a "
+                         f"file); rebuild the artifact with `lepton-edge compile`")
     if verify:
         for rel, digest in (m.get("files") or {}).items():
             f = root / rel

@@ -7,6 +7,10 @@ Bare inference is measured in two halves, before and after the pipeline run, so 
 shared machine hits both sides alike. `--backend NAME[:PRECISION][,KEY=VALUE...]` (repeatable)
 compares several backends, precisions or backend options on the same clip, e.g.
 `openvino:int8,input=tensor`. `--json` puts one JSON object on the last line.
+
+The config is resolved once per variant (`lepton_edge.run.resolve_run`), every variant before
+the first run, so a bad option in the last `--backend` stops the bench before it starts; the
+bare backend and the daemon take the same resolved run.
 """
 
 from __future__ import annotations
@@ -20,13 +24,13 @@ from typing import Any
 
 import cv2
 
-from .artifact import load_artifact
 from .backends import create_backend
-from .config import load_config
-from .daemon import Daemon, RunOptions, backend_options
+from .config import Config, Override
+from .daemon import Daemon
 from .errors import ConfigError, SourceError
 from .pipeline.stats import format_latency
 from .preprocess import Letterbox, plan_letterbox
+from .run import ResolvedRun, resolve_run
 from .sources import classify
 
 log = logging.getLogger(__name__)
@@ -75,16 +79,23 @@ def parse_spec(spec: str) -> tuple[str | None, str | None, dict[str, str]]:
     return name or None, precision or None, options
 
 
-def bench_one(config_path: Path, backend: str | None, precision: str | None, frames: int,
-              bare_seconds: float, options: dict[str, str] | None = None) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
-    if backend:
-        overrides["backend"] = backend
+def spec_overrides(spec: str) -> list[Override]:
+    """`--backend SPEC` as config overrides, each validated like the file and named by the flag
+    in errors (`--backend openvino:int8,hint=fast: backend_options.hint: ...`)."""
+    name, precision, options = parse_spec(spec)
+    origin = f"--backend {spec}"
+    overrides = []
+    if name:
+        overrides.append(Override("backend", name, origin))
     if precision:
-        overrides["precision"] = precision
+        overrides.append(Override("precision", precision, origin))
     if options:
-        overrides["backend_options"] = options
-    config = load_config(config_path, overrides)
+        overrides.append(Override("backend_options", options, origin))
+    return overrides
+
+
+def bench_cameras(config: Config, frames: int) -> list[dict[str, Any]]:
+    """The config's video files as bench cameras: every frame, in order, once."""
     cams = []
     for cam in config.cameras:
         if classify(config.camera_url(cam)) != "file":
@@ -92,14 +103,30 @@ def bench_one(config_path: Path, backend: str | None, precision: str | None, fra
         cams.append({**cam.model_dump(), "mode": "bench", "loop": False,
                      "max_frames": frames or cam.max_frames})
     if not cams:
-        raise ConfigError(f"{config_path}: cameras: bench needs at least one video file")
-    overrides["cameras"] = cams
-    config = load_config(config_path, overrides)
+        raise ConfigError(f"{config.source}: cameras: bench needs at least one video file")
+    return cams
 
+
+def resolve_bench(config_path: Path, spec: str, frames: int,
+                  overrides: list[Override] | None = None,
+                  previous: ResolvedRun | None = None) -> ResolvedRun:
+    """The run one `--backend SPEC` benches: the config with the spec, its video files in bench
+    mode, publishing on a free loopback port. `previous`: a variant whose artifact to reuse."""
+    run = resolve_run(config_path, [*(overrides or []), *spec_overrides(spec)],
+                      previous=previous)
+    return run.with_overrides([
+        Override("cameras", bench_cameras(run.config, frames), "bench"),
+        Override("publish.endpoint", "tcp://127.0.0.1:0", "bench"),
+    ])
+
+
+def bench_one(run: ResolvedRun, bare_seconds: float) -> dict[str, Any]:
+    """Bench one resolved run: bare inference, the daemon's pipeline, bare inference again."""
+    config = run.config
     # Bare inference: the same backend type and encoding, the first clip's letterbox shape.
-    artifact = load_artifact(config.resolve(config.model))
+    artifact = run.artifact
     frame = _first_frame(config.camera_url(config.cameras[0]))
-    bare = create_backend(config.backend, artifact, backend_options(config))
+    bare = create_backend(run.backend, artifact, run.backend_options)
     bare.open()
     try:
         plan = plan_letterbox(frame.shape[1], frame.shape[0], config.input_size,
@@ -108,8 +135,7 @@ def bench_one(config_path: Path, backend: str | None, precision: str | None, fra
         tensor = box.new_buffer()
         box(frame, tensor[0])
         fps_before = bare_inference_fps(bare, tensor, bare_seconds / 2)
-        daemon = Daemon(config_path, RunOptions(endpoint="tcp://127.0.0.1:0",
-                                                overrides=overrides))
+        daemon = Daemon(run)
         code = daemon.run()
         fps_after = bare_inference_fps(bare, tensor, bare_seconds / 2)
     finally:
@@ -129,7 +155,7 @@ def bench_one(config_path: Path, backend: str | None, precision: str | None, fra
         "bare_fps_before": round(fps_before, 2), "bare_fps_after": round(fps_after, 2),
         "ratio": round(e2e / bare_fps, 3) if bare_fps else 0.0,
         "max_in_flight": daemon.backend.max_in_flight,
-        "options": dict(config.backend_options),
+        "options": run.backend_options.extra,
     }
 
 
@@ -149,11 +175,20 @@ def _label(r: dict[str, Any]) -> str:
 
 
 def main_bench(args: argparse.Namespace) -> int:
-    specs = [parse_spec(s) for s in args.backend or [""]]  # all parsed before any run
+    from .cli import log_level_overrides
+
+    if not args.config:
+        raise ConfigError("bench --config: required here (this installation has no "
+                          "deploy/bench.yaml beside the package; it ships with the source "
+                          "checkout), e.g. lepton-edge bench --config deploy/bench.yaml")
+    flags = log_level_overrides(args)
+    runs: list[ResolvedRun] = []
+    for spec in args.backend or [""]:  # every variant resolved (so validated) before any run
+        runs.append(resolve_bench(Path(args.config), spec, args.frames, flags,
+                                  previous=runs[0] if runs else None))
     results = []
-    for name, precision, options in specs:
-        r = bench_one(Path(args.config), name, precision, args.frames,
-                      bare_seconds=args.bare_seconds, options=options)
+    for run in runs:
+        r = bench_one(run, bare_seconds=args.bare_seconds)
         results.append(r)
         print(format_result(r), flush=True)
     if len(results) > 1:

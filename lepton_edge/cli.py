@@ -1,6 +1,11 @@
 """`lepton-edge`: the command line. Each subcommand imports what it needs when it runs, so
 `--help` works with no optional dependency installed. A LeptonError is printed as one line
-(`lepton-edge: error: ...`) with its exit code, never as a traceback."""
+(`lepton-edge: error: ...`) with its exit code, never as a traceback.
+
+`run` and `bench` resolve the config once (`lepton_edge.run.resolve_run`) with their flags as
+overrides validated like the file (`--endpoint`, `--log-level`, `bench --backend`), so an error
+names the flag. `--log-level` goes before or after the subcommand and beats the config's
+`log_level`. Help shows every default."""
 
 from __future__ import annotations
 
@@ -9,39 +14,73 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import LeptonError
 
+if TYPE_CHECKING:
+    from .config import Config, Override
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# The bundled sample config, found next to the package in a checkout (an editable install);
+# a wheel does not carry deploy/, so there `bench` asks for --config.
+BUNDLED_BENCH = Path(__file__).resolve().parent.parent / "deploy" / "bench.yaml"
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows `(default: X)` after an option's help, except where the help already states it
+    or there is nothing to show (None, a flag that is off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default is None or default is False or \
+                default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        return super()._get_help_string(action) or text
+
+
+def log_level_overrides(args: argparse.Namespace) -> list[Override]:
+    """`--log-level` as a config override: the flag beats the file's `log_level`."""
+    from .config import Override
+
+    level = getattr(args, "log_level", None)
+    return [Override("log_level", level, "--log-level")] if level else []
+
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .daemon import RunOptions, main_run
+    from .config import Override
+    from .daemon import main_run
+    from .run import RunOptions, resolve_run
 
+    overrides = log_level_overrides(args)
+    if args.endpoint is not None:
+        overrides.append(Override("publish.endpoint", args.endpoint,
+                                  f"--endpoint {args.endpoint}"))
+    run = resolve_run(args.config, overrides, options=RunOptions(
+        record=Path(args.record) if args.record else None,
+        wait_subscribers=args.wait_subscribers))
     on_frame = None
     annotator = None
     if args.annotate:
         from .annotate import Annotator
 
-        annotator = Annotator(Path(args.annotate), fps=_source_fps(args.config))
+        annotator = Annotator(Path(args.annotate), fps=_source_fps(run.config))
         on_frame = annotator.add
     try:
-        return main_run(args.config, RunOptions(
-            endpoint=args.endpoint, record=Path(args.record) if args.record else None,
-            wait_subscribers=args.wait_subscribers, on_frame=on_frame))
+        return main_run(run, on_frame=on_frame)
     finally:
         if annotator is not None:
             annotator.close()
 
 
-def _source_fps(config_path: str, default: float = 10.0) -> float:
+def _source_fps(config: Config, default: float = 10.0) -> float:
     """The first camera's own frame rate, so an annotated replay plays at the clip's speed."""
     import cv2
 
-    from .config import load_config
     from .sources import classify
 
-    config = load_config(config_path)
     url = config.camera_url(config.cameras[0])
     if classify(url) != "file":
         return default  # never open a network camera here just to ask its rate
@@ -147,8 +186,22 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     return main_keys(args)
 
 
+def _log_level_parent() -> argparse.ArgumentParser:
+    """`--log-level` after the subcommand too; SUPPRESS keeps one given before it."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--log-level", choices=LOG_LEVELS, default=argparse.SUPPRESS,
+                        help="log level (run, bench: beats the config's log_level; default: "
+                             "the config's, else info)")
+    return parent
+
+
+def _parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> Any:
+    return sub.add_parser(name, help=help_text, description=help_text[:1].upper() + help_text[1:],
+                          formatter_class=_HelpFormatter, parents=[_log_level_parent()])
+
+
 def _add_run(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run the daemon on a config file")
+    p = _parser(sub, "run", "run the daemon on a config file")
     p.add_argument("--config", "-c", required=True, help="YAML config file")
     p.add_argument("--endpoint", help="override publish.endpoint (e.g. tcp://127.0.0.1:5556)")
     p.add_argument("--record", metavar="FILE.jsonl", help="write every published message")
@@ -162,7 +215,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_subscribe(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("subscribe", help="print the messages a daemon publishes")
+    p = _parser(sub, "subscribe", "print the messages a daemon publishes")
     p.add_argument("endpoint", help="e.g. tcp://127.0.0.1:5556")
     p.add_argument("--camera", action="append",
                    help="only this camera, matched exactly (repeatable)")
@@ -185,8 +238,11 @@ def _add_subscribe(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="per-stage latency and fps against bare inference")
-    p.add_argument("--config", "-c", default="deploy/bench.yaml")
+    p = _parser(sub, "bench", "per-stage latency and fps against bare inference")
+    p.add_argument("--config", "-c", default=str(BUNDLED_BENCH) if BUNDLED_BENCH.is_file()
+                   else None, help="YAML config whose video files to run (default: the "
+                   "checkout's deploy/bench.yaml, wherever you run it from)"
+                   + ("" if BUNDLED_BENCH.is_file() else "; required in this installation"))
     p.add_argument("--frames", type=int, default=0, help="stop after N frames (0: whole clip)")
     p.add_argument("--backend", action="append",
                    help="compare several: backend[:precision][,option=value...] (repeatable), "
@@ -198,9 +254,10 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_keys(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("keys", help="generate ZeroMQ CURVE keypairs")
+    p = _parser(sub, "keys", "generate ZeroMQ CURVE keypairs")
     p.add_argument("--dir", default=".", help="where to write NAME.key and NAME.key_secret")
-    p.add_argument("--name", default="server")
+    p.add_argument("--name", default="server",
+                   help="keypair name: writes NAME.key and NAME.key_secret")
     p.add_argument("--force", action="store_true", help="replace an existing keypair")
     p.set_defaults(func=_cmd_keys)
 
@@ -217,18 +274,19 @@ def _optional(sub: argparse._SubParsersAction, module: str,
     for name, help_text, add_fn, run_fn in adders:
         if not hasattr(mod, add_fn):
             continue
-        p = sub.add_parser(name, help=help_text)
+        p = _parser(sub, name, help_text)
         getattr(mod, add_fn)(p)
         p.set_defaults(func=getattr(mod, run_fn))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="lepton-edge",
+        prog="lepton-edge", formatter_class=_HelpFormatter,
         description="Edge inference runtime for cameras: video -> YOLO -> ZeroMQ.")
     parser.add_argument("--version", action="version", version=f"lepton-edge {__version__}")
-    parser.add_argument("--log-level", default=None,
-                        choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-level", default=None, choices=LOG_LEVELS,
+                        help="log level (also accepted after the subcommand; beats the config's "
+                             "log_level; default: the config's, else info)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(sub)
     _add_subscribe(sub)

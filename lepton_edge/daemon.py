@@ -18,18 +18,16 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import zmq
 
 from . import logs
-from .artifact import Artifact, load_artifact
+from .artifact import Artifact
 from .backends import create_backend
-from .backends.base import Backend, BackendOptions
-from .config import Camera, Config, load_config
-from .decode import DecodeSettings
+from .backends.base import Backend
+from .config import Camera, Config
 from .errors import ConfigError, LeptonError
 from .messages import HealthMessage
 from .notify import SystemdNotifier
@@ -37,6 +35,7 @@ from .pipeline.runner import Pipeline, PipelineSettings
 from .pipeline.stats import format_latency
 from .preprocess import configure_opencv, padded_buffer
 from .publish import Publisher
+from .run import ResolvedRun
 from .sinks.base import Sink
 from .sinks.callback import CallbackSink, OnFrame
 from .sinks.recorder import RecorderSink
@@ -50,18 +49,6 @@ log = logging.getLogger(__name__)
 
 # Settings SIGHUP can apply to a running daemon; a change anywhere else needs a restart.
 RELOADABLE = {"cameras", "thresholds", "classes", "log_level"}
-
-
-@dataclass
-class RunOptions:
-    """Command-line overrides and extras for one run."""
-
-    endpoint: str | None = None
-    record: Path | None = None
-    wait_subscribers: int = 0
-    wait_timeout: float = 10.0
-    on_frame: OnFrame | None = None  # called inline for every published frame (annotate)
-    overrides: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass
@@ -93,37 +80,17 @@ class RunSummary:
         return "\n".join(lines)
 
 
-def decode_settings(config: Config, artifact: Artifact) -> DecodeSettings:
-    class_ids = None
-    if config.classes is not None:
-        index = {name: i for i, name in enumerate(artifact.classes)}
-        unknown = [c for c in config.classes if c not in index]
-        if unknown:
-            raise ConfigError(f"classes: {', '.join(map(repr, unknown))} not among the classes of "
-                              f"model {artifact.name} ({', '.join(artifact.classes[:10])}, ...)")
-        class_ids = tuple(index[c] for c in config.classes)
-    t = config.thresholds
-    return DecodeSettings(score=t.score, iou=t.iou, max_detections=t.max_detections,
-                          class_ids=class_ids)
-
-
-def backend_options(config: Config) -> BackendOptions:
-    from .engine_cache import default_state_dir
-
-    state = config.resolve(config.state_dir) if config.state_dir else default_state_dir()
-    return BackendOptions(precision=config.precision, threads=config.threads,
-                          device=config.device, state_dir=state, input_size=config.input_size,
-                          extra={k: str(v) for k, v in config.backend_options.items()})
-
-
 class Daemon:
-    def __init__(self, config_path: str | Path, options: RunOptions | None = None,
-                 notifier: SystemdNotifier | None = None) -> None:
-        self.config_path = Path(config_path)
-        self.options = options or RunOptions()
+    """Runs one `ResolvedRun` (`lepton_edge.run.resolve_run`): never a path; SIGHUP re-reads
+    the run's config file through `run.reread()`."""
+
+    def __init__(self, run: ResolvedRun, notifier: SystemdNotifier | None = None, *,
+                 on_frame: OnFrame | None = None) -> None:
+        self.resolved = run
+        self.on_frame = on_frame  # called inline for every published frame (annotate)
         self.notifier = notifier or SystemdNotifier()
-        self.config: Config | None = None
-        self.artifact: Artifact | None = None
+        self.config: Config = run.config
+        self.artifact: Artifact = run.artifact
         self.backend: Backend | None = None
         self.pipeline: Pipeline | None = None
         self.publisher: Publisher | None = None
@@ -139,20 +106,21 @@ class Daemon:
     # ------------------------------------------------------------------ build / teardown
 
     def build(self) -> Pipeline:
-        config = self.config = load_config(self.config_path, self.options.overrides)
+        run = self.resolved
+        config = self.config = run.config
         logs.set_level(config.log_level)
         configure_ffmpeg()
         configure_opencv()
-        artifact = self.artifact = load_artifact(config.resolve(config.model))
-        decode = decode_settings(config, artifact)
-        backend = self.backend = create_backend(config.backend, artifact, backend_options(config))
+        artifact = self.artifact = run.artifact
+        decode = run.decode
+        backend = self.backend = create_backend(run.backend, artifact, run.backend_options)
         backend.open()
         fixed = backend.input.fixed_hw
         self._warm_up(backend, fixed or (config.input_size, config.input_size))
         self._ctx = zmq.Context()
-        publisher = self.publisher = Publisher(self._ctx, config.publish,
-                                               endpoint=self.options.endpoint)
-        publisher.open()
+        publisher = self.publisher = Publisher(self._ctx, config.publish)
+        with run.naming("publish.endpoint"):  # a bind error names the file line or --endpoint
+            publisher.open()
         only_files = all(c.mode in ("bench", "replay") and (not c.loop or c.max_frames is not None)
                          for c in config.cameras)
         settings = PipelineSettings(
@@ -171,8 +139,8 @@ class Daemon:
     def _sinks(self, config: Config, publisher: Publisher) -> list[Sink]:
         """Every sink of this run, in the order each frame reaches them."""
         sinks: list[Sink] = [ZmqSink(publisher)]
-        if self.options.record is not None:
-            sinks.append(RecorderSink(self.options.record))
+        if self.resolved.options.record is not None:
+            sinks.append(RecorderSink(self.resolved.options.record))
         if config.metrics is not None:
             from .metrics import MetricsServer
 
@@ -183,8 +151,8 @@ class Daemon:
                                                           "precision": self.backend.precision})
             sinks.append(CallbackSink(lambda r, _p: metrics.observe(
                 r.camera, r.labels, r.detections.class_id, r.latency_ms), name="metrics"))
-        if self.options.on_frame is not None:
-            sinks.append(CallbackSink(self.options.on_frame))
+        if self.on_frame is not None:
+            sinks.append(CallbackSink(self.on_frame))
         return sinks
 
     @staticmethod
@@ -233,12 +201,11 @@ class Daemon:
         try:
             pipeline = self.build()
             assert self.config is not None and self.publisher is not None
-            if self.options.wait_subscribers:
-                ok = self.publisher.wait_for_subscribers(self.options.wait_subscribers,
-                                                         self.options.wait_timeout)
+            wait = self.resolved.options
+            if wait.wait_subscribers:
+                ok = self.publisher.wait_for_subscribers(wait.wait_subscribers, wait.wait_timeout)
                 if not ok:
-                    log.warning("no subscriber after %.0f s; starting anyway",
-                                self.options.wait_timeout)
+                    log.warning("no subscriber after %.0f s; starting anyway", wait.wait_timeout)
             pipeline.start()
             self._start_sources(self.config.cameras)
             # The model loaded and ran (warm-up): the service is up even while a camera is
@@ -310,20 +277,22 @@ class Daemon:
 
     # ------------------------------------------------------------------ SIGHUP
 
+    def _refuse_restart_changes(self, new: Config) -> None:
+        changed = [k for k in Config.model_fields if k not in RELOADABLE | {"source"}
+                   and getattr(new, k) != getattr(self.config, k)]
+        if changed:
+            raise ConfigError(f"{', '.join(changed)} changed: that needs a restart "
+                              f"(systemctl restart lepton-edge)")
+
     def reload(self) -> bool:
         """Apply the config file again. Returns False (and keeps the old config) when refused."""
         assert self.config is not None and self.pipeline is not None
         self.notifier.reloading()
         try:
-            new = load_config(self.config_path, self.options.overrides)
-            changed = [k for k in Config.model_fields
-                       if k not in RELOADABLE | {"source"}
-                       and getattr(new, k) != getattr(self.config, k)]
-            if changed:
-                raise ConfigError(f"{', '.join(changed)} changed: that needs a restart "
-                                  f"(systemctl restart lepton-edge)")
-            assert self.artifact is not None
-            decode = decode_settings(new, self.artifact)
+            # the same resolve_run the start went through
+            new_run = self.resolved.reread(check=self._refuse_restart_changes)
+            new = new_run.config
+            decode = new_run.decode
         except LeptonError as err:
             log.error("reload refused, the running config stays: %s", err)
             self.notifier.ready()
@@ -335,6 +304,7 @@ class Daemon:
                 log.info("reload: stopping camera %s", cid)
                 self.pipeline.remove_source(cid)
         self.config = new
+        self.resolved = new_run
         added = [c for cid, c in fresh.items() if cid not in old or old[cid] != c]
         for cam in added:
             log.info("reload: starting camera %s", cam.id)
@@ -346,8 +316,9 @@ class Daemon:
         return True
 
 
-def main_run(config: str, options: RunOptions) -> int:
-    daemon = Daemon(config, options)
+def main_run(run: ResolvedRun, *,
+             on_frame: OnFrame | None = None) -> int:
+    daemon = Daemon(run, on_frame=on_frame)
     code = daemon.run()
     if daemon.summary is not None and daemon.pipeline is not None \
             and daemon.pipeline.settings.exit_when_done:

@@ -136,6 +136,45 @@ def load_allowed_clients(directory: Path) -> AllowedClients:
     return AllowedClients(directory, keys, tuple(skipped))
 
 
+Z85_KEY_LENGTH = 40  # a 32-byte CURVE key in Z85 text
+
+
+def check_key(key: bytes | None, path: Path | str, which: str) -> bytes:
+    """`key` (Z85 text from a certificate file) if it is a CURVE key; else a ConfigError naming
+    `path` and what is wrong (ZeroMQ itself would raise a bare EINVAL on the socket)."""
+    from zmq.utils import z85
+
+    fix = "make a new keypair with `lepton-edge keys`"
+    if key is None:
+        raise ConfigError(f"{path}: holds no {which} key; {fix}")
+    if len(key) != Z85_KEY_LENGTH:
+        raise ConfigError(f"{path}: the {which} key is {len(key)} characters, a CURVE key is "
+                          f"{Z85_KEY_LENGTH} (Z85); the file is damaged: {fix}")
+    try:
+        z85.decode(key)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{path}: the {which} key is not Z85 text; {fix}") from err
+    return key
+
+
+def load_secret_keypair(path: Path | str) -> tuple[bytes, bytes]:
+    """(public, secret) from a `NAME.key_secret` file, each checked by `check_key`. Raises
+    ConfigError naming the file: unreadable, not a certificate, a public-only file, a key of
+    the wrong length."""
+    import zmq.auth
+
+    try:
+        public, secret = zmq.auth.load_certificate(str(path))
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        why = err.strerror if isinstance(err, OSError) and err.strerror else err
+        raise ConfigError(f"{path}: cannot load the CURVE key ({why}); make one with "
+                          f"`lepton-edge keys`") from err
+    if secret is None:
+        raise ConfigError(f"{path}: holds no secret key (that is the public half); name the "
+                          f"NAME.key_secret file `lepton-edge keys` wrote")
+    return check_key(public, path, "public"), check_key(secret, path, "secret")
+
+
 def main_keys(args: argparse.Namespace) -> int:
     """The `keys` subcommand: prints which file is public and which is secret."""
     directory = Path(args.dir)

@@ -59,3 +59,34 @@ def test_not_onnx(tmp_path: Path) -> None:
     bad.write_bytes(b"\x08\x01garbage")
     with pytest.raises(ModelError, match=r"x\.onnx: not a valid ONNX model"):
         describe_onnx(bad)
+
+
+# Issue 15 item 9 (red on 5b6f079: the YAML error's 7 lines, marks and carets, in the message).
+def test_a_corrupt_manifest_is_one_line_with_its_line_number(tmp_path: Path) -> None:
+    art = tmp_path / "art"
+    shutil.copytree(ENGINE, art, ignore=shutil.ignore_patterns("*.int8*", "openvino*", "cache"))
+    text = (art / "manifest.yaml").read_text().splitlines()
+    text[3] = text[3] + " : ] {"
+    (art / "manifest.yaml").write_text("\n".join(text))
+    with pytest.raises(ModelError) as info:
+        load_artifact(art)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{art / 'manifest.yaml'}:4: not valid YAML (")
+    assert "rebuild the artifact" in message
+
+
+@pytest.mark.parametrize(("change", "error"), [
+    (lambda m: m.pop("input"), "malformed manifest (key 'input' missing)"),
+    (lambda m: m.update(classes=5), "malformed manifest ("),
+    (lambda m: m.update(models={"fp32": "model.onnx"}), "each encoding needs a file"),
+])
+def test_a_malformed_manifest_is_one_line(tmp_path: Path, change, error: str) -> None:
+    art = tmp_path / "art"
+    shutil.copytree(ENGINE, art, ignore=shutil.ignore_patterns("*.int8*", "openvino*", "cache"))
+    manifest = yaml.safe_load((art / "manifest.yaml").read_text())
+    change(manifest)
+    (art / "manifest.yaml").write_text(yaml.safe_dump(manifest))
+    with pytest.raises(ModelError) as info:
+        load_artifact(art, verify=False)
+    assert error in str(info.value) and "\n" not in str(info.value)

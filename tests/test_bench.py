@@ -57,3 +57,17 @@ def test_bench_refuses_a_malformed_backend_spec_before_running(tmp_path: Path) -
                      timeout=60)
     assert result.returncode == 2
     assert "expected NAME[:PRECISION][,KEY=VALUE...], got 'input'" in result.stderr
+
+
+# Issue 12 item 1: every variant is resolved before the first runs, and a bad option names the
+# flag (red on 5b6f079: the first variant ran to the end, then "backend_options: onnxruntime
+# does not know requests" named neither the flag nor the variant).
+def test_a_bad_variant_stops_the_bench_before_any_run(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.yaml", input_size=320)
+    result = run_cli("bench", "--config", str(cfg), "--frames", "4", "--bare-seconds", "0.2",
+                     "--backend", "onnxruntime:fp32", "--backend", "onnxruntime:fp32,requests=2",
+                     timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "lepton-edge: error: --backend onnxruntime:fp32,requests=2: backend_options.requests: " \
+           "onnxruntime does not read this option" in result.stderr
+    assert result.stdout == ""  # nothing was benched

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from lepton_edge.config import load_config, parse_config
+from lepton_edge.config import Override, load_config, parse_config, read_config_file
 from lepton_edge.errors import ConfigError
 
 BASE = "model: m\ncameras:\n  - {id: a, url: v.avi}\n"
@@ -61,15 +61,6 @@ def test_plugin_backend_name_is_accepted() -> None:
     assert parse_config("model: m\nbackend: my.pkg:Thing\n" + BASE[9:]).backend == "my.pkg:Thing"
 
 
-def test_backend_options_reach_the_backend_as_strings() -> None:
-    from lepton_edge.daemon import backend_options
-
-    cfg = parse_config("model: m\nbackend_options: {requests: 2, hint: latency}\n" + BASE[9:])
-    assert backend_options(cfg).extra == {"requests": "2", "hint": "latency"}
-    with pytest.raises(ConfigError, match=r"backend_options\.hint"):
-        parse_config("model: m\nbackend_options: {hint: [a]}\n" + BASE[9:])
-
-
 def test_config_is_frozen() -> None:
     cfg = parse_config(BASE)
     with pytest.raises(Exception, match="frozen"):
@@ -84,3 +75,86 @@ def test_unreadable_file(tmp_path: Path) -> None:
 def test_overrides_apply_before_validation() -> None:
     cfg = parse_config(BASE, overrides={"thresholds.score": 0.5, "precision": "int8"})
     assert cfg.thresholds.score == 0.5 and cfg.precision == "int8"
+
+
+# Issue 15 item 6 (red on 5b6f079: every one of these was accepted; 99999 bound port 34463).
+@pytest.mark.parametrize(("endpoint", "error"), [
+    ("tcp://*:99999", "port 99999 is out of range 1..65535"),
+    ("tcp://127.0.0.1:-1", "port '-1' is not a number"),
+    ("tcp://host:abc", "port 'abc' is not a number"),
+    ("tcp://127.0.0.1", "expected tcp://HOST:PORT"),
+    ("tcp://:5556", "expected tcp://HOST:PORT"),
+    ("tcp://a b:5556", "'a b' is not a host"),
+    ("tcp://::1:5556", "write an IPv6 address in brackets"),
+    ("ipc://", "the ipc:// path is empty"),
+    ("ipc:///" + "x" * 120, "a Unix socket path takes at most 107"),
+    ("inproc://", "the inproc:// name is empty"),
+])
+def test_bad_endpoints_are_refused_with_the_file_line(endpoint: str, error: str) -> None:
+    text = BASE + f"publish:\n  endpoint: '{endpoint}'\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, Path("c.yaml"))
+    assert str(info.value).startswith("c.yaml:5: publish.endpoint: ")
+    assert error in str(info.value)
+
+
+@pytest.mark.parametrize("endpoint", ["tcp://*:5556", "tcp://127.0.0.1:1", "tcp://h.lan:65535",
+                                      "tcp://127.0.0.1:0", "tcp://*:*", "tcp://[::1]:5556",
+                                      "tcp://eth0:5556", "ipc:///run/x.sock", "ipc://@abstract",
+                                      "inproc://det"])
+def test_good_endpoints_pass(endpoint: str) -> None:
+    cfg = parse_config(BASE + f"publish:\n  endpoint: '{endpoint}'\n")
+    assert cfg.publish.endpoint == endpoint
+
+
+def test_an_override_is_validated_like_the_file_and_names_its_flag() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(BASE, Path("c.yaml"),
+                     [Override("publish.endpoint", "tcp://*:99999", "--endpoint tcp://*:99999")])
+    assert str(info.value) == ("--endpoint tcp://*:99999: publish.endpoint: 'tcp://*:99999': "
+                               "port 99999 is out of range 1..65535")
+    with pytest.raises(ConfigError, match=r"^override thresholds\.score: thresholds\.score"):
+        parse_config(BASE, Path("c.yaml"), {"thresholds.score": 2})
+
+
+# Issue 15 item 9: the README's own `ipc_mode: 0o660` (red on 5b6f079: "Input should be a valid
+# integer"); YAML 1.1 reads 0o660 as a string and 0660 as an octal int.
+@pytest.mark.parametrize(("written", "mode"), [("0o660", 0o660), ("0660", 0o660),
+                                               ("'660'", 0o660), ("0o600", 0o600), ("432", 432)])
+def test_ipc_mode_as_the_readme_writes_it(written: str, mode: int) -> None:
+    cfg = parse_config(BASE + f"publish:\n  ipc_mode: {written}\n")
+    assert cfg.publish.ipc_mode == mode
+
+
+@pytest.mark.parametrize(("written", "error"), [
+    ("660", "660 is decimal; write the mode as 0o660"),
+    ("0o999", "expected an octal file mode such as 0o660"),
+    ("0o7777", "Input should be less than or equal to 511"),
+])
+def test_bad_ipc_modes_name_the_line(written: str, error: str) -> None:
+    with pytest.raises(ConfigError, match=f"^c.yaml:5: publish.ipc_mode: {error}"):
+        parse_config(BASE + f"publish:\n  ipc_mode: {written}\n", Path("c.yaml"))
+
+
+# Issue 15 item 9 (red on 5b6f079: UnicodeDecodeError traceback, exit 1).
+def test_a_config_that_is_not_utf8_is_one_line_with_the_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"model: m\n# caf\xe9 camera\ncameras:\n  - {id: a, url: v.avi}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}:2: not UTF-8 text (byte 0xe9); save the config as UTF-8"
+
+
+def test_the_file_is_parsed_once_and_knows_its_lines(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(BASE + "publish:\n  hwm: 5\n")
+    file = read_config_file(path)
+    assert file.line(("publish", "hwm")) == 5 and file.line(("cameras", 0)) == 3
+    assert file.line(("publish", "endpoint"), exact=True) is None
+    assert file.where(("publish", "endpoint"), exact=True) == str(path)
+    assert file.where(("publish", "hwm")) == f"{path}:5"
+
+
+def test_empty_classes_list_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"c\.yaml:4: classes: Tuple should have at least 1"):
+        parse_config(BASE + "classes: []\n", Path("c.yaml"))

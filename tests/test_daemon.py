@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 
 from lepton_edge.messages import DetectionMessage, HealthMessage
@@ -64,6 +65,10 @@ def test_two_cameras_in_one_daemon_both_publish(tmp_path: Path, start_daemon) ->
     assert (street.width, street.height) == (640, 272)
 
 
+def _line(path: Path, text: str) -> int:
+    return next(i for i, ln in enumerate(path.read_text().splitlines(), 1) if text in ln)
+
+
 def _error_line(result) -> str:
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith("lepton-edge: error:")]
@@ -86,7 +91,9 @@ def test_backend_option_the_backend_does_not_read_is_named(tmp_path: Path) -> No
                        backend_options={"requests": 2})
     result = run_cli("run", "--config", str(cfg))
     assert result.returncode == 2
-    assert "backend_options: onnxruntime does not know requests" in _error_line(result)
+    line = _error_line(result)
+    assert f"{cfg}:{_line(cfg, 'requests:')}: backend_options.requests: onnxruntime does not " \
+           f"read this option" in line
 
 
 def test_missing_model_says_which_path(tmp_path: Path) -> None:
@@ -154,3 +161,105 @@ def test_bundled_bench_config_is_valid() -> None:
     assert Path(cfg.camera_url(cfg.cameras[0])).resolve() == VTEST.resolve()
     assert cfg.resolve(cfg.model).resolve() == ENGINE.resolve()
     assert yaml.safe_load((repo / "deploy" / "bench.yaml").read_text())["cameras"]
+
+
+# Issue 15 item 6 (red on 5b6f079: --endpoint bypassed the validator; tcp://*:99999 bound port
+# 34463 and the run went on).
+def test_a_bad_endpoint_flag_is_refused_naming_the_flag(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.yaml")
+    result = run_cli("run", "--config", str(cfg), "--endpoint", "tcp://*:99999")
+    assert result.returncode == 2, result.stderr
+    assert _error_line(result) == ("lepton-edge: error: --endpoint tcp://*:99999: "
+                                   "publish.endpoint: 'tcp://*:99999': port 99999 is out of "
+                                   "range 1..65535")
+    assert "publishing on" not in result.stderr
+
+
+def test_a_bad_endpoint_in_the_file_names_its_line(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.yaml", publish={"endpoint": "tcp://127.0.0.1:abc"})
+    result = run_cli("run", "--config", str(cfg))
+    assert result.returncode == 2
+    assert f"{cfg}:{_line(cfg, 'endpoint:')}: publish.endpoint: 'tcp://127.0.0.1:abc': port " \
+           f"'abc' is not a number" in _error_line(result)
+
+
+# Issue 15 item 9 (red on 5b6f079: "cannot bind ... is another daemon using it?" named neither
+# the file nor the line).
+def test_a_bind_error_names_the_file_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = write_config(tmp_path / "c.yaml", publish={"endpoint": f"tcp://127.0.0.1:{port}"})
+        result = run_cli("run", "--config", str(cfg))
+    assert result.returncode == 2, result.stderr
+    assert f"{cfg}:{_line(cfg, 'endpoint:')}: publish.endpoint: cannot bind " \
+           f"tcp://127.0.0.1:{port}" in _error_line(result)
+
+
+# Issue 15 item 9 (red on 5b6f079: UnicodeDecodeError traceback, exit 1).
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.yaml")
+    cfg.write_bytes(b"# \xff\xfe latin-1 notes\n" + cfg.read_bytes())
+    result = run_cli("run", "--config", str(cfg))
+    assert result.returncode == 2
+    assert _error_line(result) == (f"lepton-edge: error: {cfg}:1: not UTF-8 text (byte 0xff); "
+                                   f"save the config as UTF-8")
+
+
+# Issue 15 item 9 (red on 5b6f079: no file or line in the message).
+def test_an_unknown_class_names_the_file_line(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.yaml", classes=["person", "bycicle"])
+    result = run_cli("run", "--config", str(cfg))
+    assert result.returncode == 2
+    assert f"{cfg}:{_line(cfg, '- bycicle')}: classes[1]: 'bycicle' not among the 80 classes " \
+           f"of model yolov8n; did you mean 'bicycle'" in _error_line(result)
+
+
+# Issue 12 item 1 (red on 5b6f079: the backend loaded, the warm-up ran, then a ValueError
+# traceback from Pipeline()).
+def test_a_model_family_without_a_decoder_stops_before_the_model_loads(tmp_path: Path) -> None:
+    art = tmp_path / "art"
+    shutil.copytree(ENGINE, art, ignore=shutil.ignore_patterns("*.int8*", "openvino*", "cache"))
+    manifest = yaml.safe_load((art / "manifest.yaml").read_text())
+    manifest.update(family="yolov5", models={"fp32": manifest["models"]["fp32"]},
+                    files={"model.onnx": manifest["files"]["model.onnx"]})
+    (art / "manifest.yaml").write_text(yaml.safe_dump(manifest))
+    cfg = write_config(tmp_path / "c.yaml", model=str(art))
+    result = run_cli("run", "--config", str(cfg))
+    assert result.returncode == 3, result.stderr
+    assert "model family 'yolov5' has no decoder here (known: yolov8)" in _error_line(result)
+    assert "warm-up" not in result.stderr
+
+
+# Issue 15 item 9 (red on 5b6f079: zmq.error.ZMQError: Invalid argument, traceback, exit 1).
+def test_a_curve_secret_key_of_the_wrong_length_is_one_line(tmp_path: Path) -> None:
+    assert run_cli("keys", "--dir", str(tmp_path / "keys")).returncode == 0
+    secret = tmp_path / "keys" / "server.key_secret"
+    secret.write_text(secret.read_text().replace('secret-key = "', 'secret-key = "x', 1))
+    (tmp_path / "clients").mkdir()
+    cfg = write_config(tmp_path / "c.yaml", publish={
+        "endpoint": "tcp://127.0.0.1:0",
+        "curve": {"server_secret_key": str(secret), "allowed_clients": str(tmp_path / "clients")}})
+    result = run_cli("run", "--config", str(cfg))
+    assert result.returncode == 2
+    line = _error_line(result)
+    assert f"{cfg}:{_line(cfg, 'server_secret_key')}: publish.curve.server_secret_key: " \
+           f"{secret}: the secret key is 41 characters, a CURVE key is 40" in line
+
+
+# Issue 15 item 10 (red on 5b6f079: the config's log_level: info won; INFO lines printed; and
+# after the subcommand the flag was refused).
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_log_level_flag_beats_the_config(tmp_path: Path, where: str) -> None:
+    cfg = write_config(tmp_path / "c.yaml", log_level="info", cameras=[
+        {"id": "plaza", "url": str(VTEST), "mode": "bench", "max_frames": 3}])
+    args = ["run", "--config", str(cfg)]
+    args = ["--log-level", "warning", *args] if where == "before" else [*args, "--log-level",
+                                                                          "warning"]
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    assert "summary: 3 frames" in result.stderr
+    assert " INFO " not in result.stderr, result.stderr

@@ -5,15 +5,23 @@ A backend is built cheaply (no I/O in the constructor), does its work between `o
 `submit()`, which returns a handle whose `wait()` gives the outputs. Synchronous runtimes
 finish inside `submit()`; asynchronous ones (OpenVINO, TensorRT) keep up to `max_in_flight`
 batches running, so the pipeline overlaps preparing frame N+1 with inferring frame N.
+
+Settings only one backend reads (the config's `backend_options:`) are a typed model declared
+in that backend's own module, `class Options(BackendSettings)`, named on the class as
+`Options = ...` (Frigate's detector plugins: config and implementation side by side).
+`lepton_edge.run.resolve_run` validates the config's mapping against it, so a wrong option is
+reported with its file line before anything opens; the backend reads it with
+`options.settings_for(ItsOptions)`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from ..errors import ConfigError
 from ..preprocess import LetterboxPlan
@@ -49,9 +57,31 @@ class TensorSpec:
         return None if h is None or w is None else (h, w)
 
 
+class BackendSettings(BaseModel):
+    """Base of a backend's own options (`backend_options:`): frozen, unknown keys refused.
+    Subclass it in the backend's module with typed, bounded fields and defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoOptions(BackendSettings):
+    """The options of a backend that reads none (and of a plugin that declares no `Options`)."""
+
+
+S = TypeVar("S", bound=BackendSettings)
+
+
+def options_model(backend_cls: type) -> type[BackendSettings]:
+    """The typed options model a backend class declares (`Options = ...`), else `NoOptions`."""
+    model = getattr(backend_cls, "Options", None)
+    if isinstance(model, type) and issubclass(model, BackendSettings):
+        return model
+    return NoOptions
+
+
 @dataclass(frozen=True)
 class BackendOptions:
-    """Settings every backend understands; each backend reads the ones that apply to it."""
+    """Settings every backend understands, and the chosen backend's own (`settings`)."""
 
     precision: str = "fp32"  # fp32 | fp16 | bf16 | int8
     threads: int = 0  # 0 = the runtime's default
@@ -59,7 +89,25 @@ class BackendOptions:
     state_dir: Path | None = None  # caches (TensorRT plans, OpenVINO blobs)
     input_size: int = 640  # long side of the letterbox for dynamic-shape models
     max_batch: int = 1
-    extra: dict[str, str] = field(default_factory=dict)  # the config's backend_options
+    settings: BackendSettings | None = None  # the backend's own typed options; None: defaults
+
+    def settings_for(self, model: type[S]) -> S:
+        """This backend's own options: `settings` when it is a `model`, its defaults when unset.
+        Options of another backend's model are a ConfigError (they were validated for it)."""
+        if self.settings is None:
+            return model()
+        if not isinstance(self.settings, model):
+            raise ConfigError(f"backend_options: {type(self.settings).__name__} given to a "
+                              f"backend that reads {model.__name__}")
+        return self.settings
+
+    @property
+    def extra(self) -> dict[str, str]:
+        """The options explicitly set, as strings: for a backend still reading a plain mapping
+        (with `check_options`); typed backends use `settings_for`."""
+        if self.settings is None:
+            return {}
+        return {k: str(v) for k, v in self.settings.model_dump(exclude_unset=True).items()}
 
 
 class InferenceHandle(Protocol):
@@ -124,7 +172,8 @@ class ImageInputBackend(Backend, Protocol):
 
 
 def check_options(backend: str, extra: dict[str, str], known: dict[str, str]) -> None:
-    """Refuse `backend_options` keys the backend does not read, listing the ones it does."""
+    """Refuse `backend_options` keys the backend does not read, listing the ones it does (for a
+    backend without a typed `Options` model)."""
     unknown = sorted(set(extra) - set(known))
     if unknown:
         what = "; ".join(f"{k}: {v}" for k, v in known.items()) or "none"

@@ -11,14 +11,7 @@ import numpy as np
 
 from ..artifact import Artifact
 from ..errors import BackendUnavailableError, ModelError
-from .base import (
-    BackendBase,
-    BackendOptions,
-    Done,
-    InferenceHandle,
-    TensorSpec,
-    check_options,
-)
+from .base import BackendBase, BackendOptions, BackendSettings, Done, InferenceHandle, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +22,18 @@ def available() -> tuple[bool, str]:
     return True, ""
 
 
+class OnnxRuntimeOptions(BackendSettings):
+    """`backend_options` of ONNX Runtime: none yet (threads and device are common settings)."""
+
+
 class OnnxRuntimeBackend(BackendBase):
     """Runs the artifact's ONNX encoding for the requested precision with `InferenceSession`."""
 
     name = "onnxruntime"
+    Options = OnnxRuntimeOptions
 
     def __init__(self, artifact: Artifact, options: BackendOptions) -> None:
-        check_options(self.name, options.extra, {})
+        self.settings = options.settings_for(OnnxRuntimeOptions)
         self.artifact = artifact
         self.options = options
         self.precision = options.precision

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Field, field_validator
 
 from ..artifact import Artifact
 from ..errors import BackendUnavailableError, ConfigError, ModelError
-from .base import BackendBase, BackendOptions, InferenceHandle, TensorSpec, check_options
+from .base import BackendBase, BackendOptions, BackendSettings, InferenceHandle, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +41,22 @@ PRECISIONS: dict[str, tuple[str | None, str | None]] = {
     "fp16": ("f16", "FP16"),
     "int8": (None, None),  # the float parts keep the device's default (bf16 on AVX512_BF16)
 }
-# Keys this backend reads from `BackendOptions.extra` (the config's `backend_options`).
-OPTION_KEYS = {
-    "hint": "throughput (default: as many requests in flight as OpenVINO says) or latency (1)",
-    "requests": "number of infer requests in flight, overriding OpenVINO's optimum",
-    "input": "pixels (default: uint8 BGR frames, normalized in the graph) or tensor (float NCHW)",
-}
+
+
+class OpenVinoOptions(BackendSettings):
+    """`backend_options` of OpenVINO."""
+
+    # throughput: as many requests in flight as OpenVINO says keep the device busy; latency: one
+    hint: Literal["throughput", "latency"] = "throughput"
+    # infer requests in flight, overriding OpenVINO's optimum under the hint
+    requests: Annotated[int, Field(ge=1, le=64)] | None = None
+    # pixels: uint8 BGR frames, normalized in the graph; tensor: float NCHW prepared in Python
+    input: Literal["pixels", "tensor"] = "pixels"
+
+    @field_validator("hint", "input", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.lower() if isinstance(v, str) else v
 
 
 def available() -> tuple[bool, str]:
@@ -125,16 +136,17 @@ class OpenVinoBackend(BackendBase):
     """Runs the artifact through OpenVINO's runtime with asynchronous infer requests."""
 
     name = "openvino"
+    Options = OpenVinoOptions
 
     def __init__(self, artifact: Artifact, options: BackendOptions) -> None:
         if options.precision not in PRECISIONS:
             raise ConfigError(f"precision: openvino runs {', '.join(PRECISIONS)}, "
                               f"got {options.precision!r}")
-        check_options(self.name, options.extra, OPTION_KEYS)
-        hint = _choice(options.extra, "hint", ("throughput", "latency"))
-        self._requests_override = _positive_int(options.extra.get("requests"))
+        settings = self.settings = options.settings_for(OpenVinoOptions)
+        hint = settings.hint
+        self._requests_override = settings.requests or 0
         # open() gives pixels only to a 3-channel float NCHW image input (`_pixels`)
-        self._want_pixels = _choice(options.extra, "input", ("pixels", "tensor")) == "pixels"
+        self._want_pixels = settings.input == "pixels"
         self.artifact = artifact
         self.options = options
         self.precision = options.precision
@@ -335,24 +347,3 @@ def _pixel_input(model: Any) -> Any:
     inp.preprocess().convert_element_type(ov.Type.f32).convert_color(ColorFormat.RGB) \
         .scale(255.0)
     return ppp.build()
-
-
-def _choice(extra: dict[str, str], key: str, choices: tuple[str, ...]) -> str:
-    """`backend_options[key]` (lower-cased), one of `choices`; the first is the default."""
-    value = extra.get(key, choices[0]).lower()
-    if value not in choices:
-        raise ConfigError(f"backend_options.{key}: expected {' or '.join(choices)}, "
-                          f"got {value!r}")
-    return value
-
-
-def _positive_int(value: str | None) -> int:
-    if value is None:
-        return 0
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise ConfigError(f"backend_options.requests: expected a positive integer, got {value!r}")
-    return n

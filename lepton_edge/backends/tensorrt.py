@@ -17,22 +17,25 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from ..artifact import Artifact
 from ..errors import BackendUnavailableError, ModelError
 from ..preprocess import LetterboxPlan, plan_letterbox
-from .base import BackendBase, BackendOptions, InferenceHandle, TensorSpec, check_options
+from .base import BackendBase, BackendOptions, BackendSettings, InferenceHandle, TensorSpec
 
 log = logging.getLogger(__name__)
 
 SLOTS = 2
-# Keys this backend reads from `BackendOptions.extra` (the config's `backend_options`).
-OPTION_KEYS = {
-    "host_memory": "auto (mapped on integrated GPUs such as Jetson, else pinned), mapped or pinned",
-}
+
+
+class TensorRtOptions(BackendSettings):
+    """`backend_options` of TensorRT."""
+
+    # auto: mapped on integrated GPUs such as Jetson, else pinned
+    host_memory: Literal["auto", "mapped", "pinned"] = "auto"
 
 
 def available() -> tuple[bool, str]:
@@ -100,9 +103,10 @@ class TensorRtBackend(BackendBase):
     """Runs the artifact's TensorRT encoding; letterboxes on the GPU via `submit_image`."""
 
     name = "tensorrt"
+    Options = TensorRtOptions
 
     def __init__(self, artifact: Artifact, options: BackendOptions) -> None:
-        check_options(self.name, options.extra, OPTION_KEYS)
+        self.settings = options.settings_for(TensorRtOptions)
         self.artifact = artifact
         self.options = options
         self.precision = options.precision
@@ -233,7 +237,7 @@ class TensorRtBackend(BackendBase):
                 kernel = self._letterboxes[plan] = CudaLetterbox(self.gpu, plan, self.input.dtype)
             frame = slot.frames.get((plan.src_h, plan.src_w))
             if frame is None:
-                mode = self.options.extra.get("host_memory", "auto")
+                mode = self.settings.host_memory
                 frame = slot.frames[(plan.src_h, plan.src_w)] = FrameInput(
                     self.gpu, (plan.src_h, plan.src_w, 3), mode)
             src = frame.load(np.ascontiguousarray(image), slot.stream)

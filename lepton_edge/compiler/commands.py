@@ -1,14 +1,17 @@
 """The `compile` and `eval` subcommands (wired into `lepton-edge` by lepton_edge.cli).
 
 Errors are CompileError / ModelError with one clear line; the CLI prints it and exits with its
-`exit_code`.
+`exit_code`. Both check for the `[compile]` extra before doing anything, and a failed `compile`
+removes the artifact directory it created (a directory that existed before is left as it was).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
+import shutil
 from pathlib import Path
 
 from ..errors import CompileError
@@ -18,6 +21,26 @@ from .quantize import METHODS, QuantSettings
 from .trt_calib_cache import DEFAULT_VERSION
 
 log = logging.getLogger("lepton_edge.compile")
+
+# What the [compile] extra installs (import names): the accuracy gate's COCO evaluation, the
+# progress bars, and sympy for ONNX Runtime's quantization tools.
+COMPILE_EXTRA = ("faster_coco_eval", "tqdm", "sympy")
+
+
+def require_compile_extra(command: str) -> None:
+    """Refuse to start `command` when a package of the [compile] extra is missing, instead of
+    an ImportError halfway (with a half-written artifact behind)."""
+    missing = [m for m in COMPILE_EXTRA if not _importable(m)]
+    if missing:
+        raise CompileError(f"{command} needs the compile extra ({', '.join(missing)} not "
+                           f"installed): pip install 'lepton-edge[compile]'")
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: blocked in sys.modules (set to None)
+        return False
 
 
 def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,9 +82,10 @@ def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_compile(args: argparse.Namespace) -> int:
+    _logging()
+    require_compile_extra("compile")
     from .build import CompileOptions, compile_model
 
-    _logging()
     if not 0.0 <= args.floor <= 1.0:
         raise CompileError(f"--floor must be between 0 and 1, got {args.floor}")
     if not 0.0 < args.percentile <= 100.0:
@@ -76,7 +100,15 @@ def run_compile(args: argparse.Namespace) -> int:
         plan=args.plan, state_dir=args.state_dir,
         trt_version=args.trt_version, progress=not args.no_progress,
     )
-    out = compile_model(opts)
+    target = args.out / args.name
+    fresh = not target.exists()
+    try:
+        out = compile_model(opts)
+    except BaseException:
+        if fresh and target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)  # no half-written artifact left behind
+            log.error("compile: removed the incomplete %s", target)
+        raise
     print(f"compiled {out}")
     return 0
 
@@ -98,12 +130,14 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from ..artifact import load_artifact
+    _logging()
+    require_compile_extra("eval")
+    from ..artifact import check_runnable, load_artifact
     from . import accuracy
     from .calibration import load_frames_only
 
-    _logging()
     art = load_artifact(args.artifact)
+    check_runnable(art)  # the daemon's check: decoder family, input spec
     frames = load_frames_only(args.data, count=args.count)
     if not len(frames):
         raise CompileError(f"{args.data}: no frames to evaluate")

@@ -7,9 +7,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from lepton_edge.artifact import load_artifact
 from lepton_edge.backends.base import Backend, BackendOptions
+from lepton_edge.backends.onnxruntime import OnnxRuntimeOptions
 from lepton_edge.decode import DecodeSettings, decode_yolov8
 from lepton_edge.errors import BackendUnavailableError, ConfigError, ModelError
 from lepton_edge.preprocess import letterbox
@@ -17,7 +19,7 @@ from lepton_edge.preprocess import letterbox
 pytest.importorskip("openvino", reason="needs the openvino extra: pip install "
                                        "'lepton-edge[openvino]'")
 from lepton_edge.backends import openvino as ov_backend
-from lepton_edge.backends.openvino import OpenVinoBackend
+from lepton_edge.backends.openvino import OpenVinoBackend, OpenVinoOptions
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACT = REPO / "engines" / "yolov8n"
@@ -133,7 +135,7 @@ def test_pixel_input_computes_what_the_float_tensor_does(artifact, precision: st
     tensor normalized in Python (`backend_options: {input: tensor}`), frame by frame."""
     cap = cv2.VideoCapture(str(REPO / "samples" / "vtest.avi"))
     frames = [cap.read()[1] for _ in range(3)]
-    tensor_opts = BackendOptions(precision=precision, extra={"input": "tensor"})
+    tensor_opts = BackendOptions(precision=precision, settings=OpenVinoOptions(input="tensor"))
     with OpenVinoBackend(artifact, tensor_opts) as floats, \
             OpenVinoBackend(artifact, BackendOptions(precision=precision)) as pixels:
         assert floats.input.layout == "NCHW" and floats.input.dtype == np.float32
@@ -156,21 +158,33 @@ def test_pixel_input_refuses_a_float_batch(artifact) -> None:
 
 
 def test_latency_hint_keeps_one_request(artifact) -> None:
-    opts = BackendOptions(precision="fp32", extra={"hint": "latency"})
+    opts = BackendOptions(precision="fp32", settings=OpenVinoOptions(hint="latency"))
     with OpenVinoBackend(artifact, opts) as backend:
         assert backend.max_in_flight == 1
 
 
 @pytest.mark.parametrize(("options", "match"), [
     (BackendOptions(precision="int4"), "precision: openvino runs"),
-    (BackendOptions(extra={"streams": "2"}), "backend_options: openvino does not know streams"),
-    (BackendOptions(extra={"hint": "fast"}), "backend_options.hint"),
-    (BackendOptions(extra={"requests": "0"}), "backend_options.requests"),
-    (BackendOptions(extra={"input": "nv12"}), "backend_options.input: expected pixels or tensor"),
+    (BackendOptions(settings=OnnxRuntimeOptions()),
+     "backend_options: OnnxRuntimeOptions given to a backend that reads OpenVinoOptions"),
 ])
 def test_bad_options_are_config_errors(artifact, options, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         OpenVinoBackend(artifact, options)
+
+
+@pytest.mark.parametrize(("fields", "match"), [
+    ({"streams": 2}, "Extra inputs are not permitted"),
+    ({"hint": "fast"}, "Input should be 'throughput' or 'latency'"),
+    ({"requests": 0}, "greater than or equal to 1"),
+    ({"input": "nv12"}, "Input should be 'pixels' or 'tensor'"),
+])
+def test_the_options_model_refuses_what_the_backend_cannot_do(fields: dict, match: str) -> None:
+    """Typed in the backend's module; `resolve_run` turns these into file:line errors
+    (tests/test_run.py)."""
+    with pytest.raises(ValidationError, match=match):
+        OpenVinoOptions(**fields)
+    assert OpenVinoOptions(hint="LATENCY", requests="2").hint == "latency"
 
 
 def test_missing_device_says_what_is_there(artifact) -> None:
