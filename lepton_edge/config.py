@@ -20,6 +20,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .sinks.http.config import HttpConfig
+from .sinks.mqtt import MqttConfig
 
 Precision = Literal["int8", "fp16", "bf16", "fp32"]
 BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
@@ -169,6 +171,8 @@ class Config(_Strict):
     classes: Annotated[tuple[str, ...], Field(min_length=1)] | None = None
     publish: Publish = Publish()
     metrics: Metrics | None = None
+    mqtt: MqttConfig | None = None  # the MQTT bridge (sinks/mqtt.py)
+    http: HttpConfig | None = None  # the HTTP API and live page (sinks/http/)
     cameras: Annotated[tuple[Camera, ...], Field(min_length=1)]
     source: Path | None = Field(default=None, exclude=True)
 

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import zmq
 
 from . import logs
@@ -28,6 +29,7 @@ from .artifact import Artifact
 from .backends import create_backend
 from .backends.base import Backend
 from .config import Camera, Config
+from .detections import Detections
 from .errors import ConfigError, LeptonError
 from .messages import HealthMessage
 from .notify import SystemdNotifier
@@ -46,6 +48,9 @@ if TYPE_CHECKING:
     from .metrics import MetricsServer
 
 log = logging.getLogger(__name__)
+
+# Seconds without a heartbeat from the inference loop after which /healthz says 503.
+WEDGED_AFTER = 10.0
 
 # Settings SIGHUP can apply to a running daemon; a change anywhere else needs a restart.
 RELOADABLE = {"cameras", "thresholds", "classes", "log_level"}
@@ -101,6 +106,7 @@ class Daemon:
         self._stopping_sent = False
         self._wd_interval = self.notifier.watchdog_interval()
         self._wd_last = 0.0
+        self._last_beat = time.monotonic()
         self.summary: RunSummary | None = None
 
     # ------------------------------------------------------------------ build / teardown
@@ -151,9 +157,36 @@ class Daemon:
                                                           "precision": self.backend.precision})
             sinks.append(CallbackSink(lambda r, _p: metrics.observe(
                 r.camera, r.labels, r.detections.class_id, r.latency_ms), name="metrics"))
+        cameras = [c.id for c in config.cameras]
+        if config.mqtt is not None:
+            from .sinks.mqtt import MqttSink
+
+            sinks.append(MqttSink(config.mqtt, cameras=cameras, zones=self._zones(config),
+                                  resolve=config.resolve))
+        if config.http is not None:
+            from .sinks.http import HttpSink
+
+            assert self.artifact is not None
+            sinks.append(HttpSink(config.http, overlays=self._overlays(config),
+                                  healthy=self.healthy, detect=self._detect,
+                                  labels=self.artifact.classes,
+                                  snapshot_path=self._snapshot_path, cameras=cameras,
+                                  resolve=config.resolve))
         if self.on_frame is not None:
             sinks.append(CallbackSink(self.on_frame))
         return sinks
+
+    def healthy(self) -> bool:
+        """False when the pipeline is wedged: no heartbeat from the inference loop for
+        `WEDGED_AFTER` seconds (idle cameras still beat), or a stage failed."""
+        p = self.pipeline
+        return (p is not None and p.error is None
+                and time.monotonic() - self._last_beat < WEDGED_AFTER)
+
+    def _detect(self, image: np.ndarray) -> Detections:
+        if self.pipeline is None:
+            raise RuntimeError("the pipeline is not running")
+        return self.pipeline.detect(image)
 
     @staticmethod
     def _warm_up(backend: Backend, hw: tuple[int, int]) -> None:
@@ -251,6 +284,7 @@ class Daemon:
 
     def _heartbeat(self) -> None:
         """Called by the inference loop every iteration; feeds the systemd watchdog."""
+        self._last_beat = time.monotonic()
         if self._wd_interval is None or self._stopping_sent:
             return  # no WATCHDOG after STOPPING: the drain is not progress systemd waits on
         now = time.monotonic()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .detections import Detections
@@ -76,6 +76,9 @@ class HealthMessage:
     fps: float
     subscribers: int
     cameras: tuple[CameraHealth, ...]
+    # Per sink that reports one (mqtt: state, last_error, pending, ...): a broker refusing the
+    # credentials shows here while the daemon keeps running.
+    sinks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     v: int = SCHEMA_VERSION
 
 
@@ -120,6 +123,8 @@ def health_payload(health: HealthMessage) -> bytes:
             for c in health.cameras
         ],
     }
+    if health.sinks:
+        body["sinks"] = {k: dict(v) for k, v in health.sinks.items()}
     return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -238,4 +243,5 @@ def _decode_health(body: Mapping[str, Any]) -> HealthMessage:
         ts=float(_get(body, "ts", _NUM)), state=_get(body, "state", str),
         uptime_s=float(_get(body, "uptime_s", _NUM)), fps=float(_get(body, "fps", _NUM)),
         subscribers=_get(body, "subscribers", int), cameras=tuple(cams),
+        sinks=_get(body, "sinks", dict) if "sinks" in body else {},
     )

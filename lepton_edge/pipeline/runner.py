@@ -340,9 +340,11 @@ class Pipeline:
                                      dropped=st.dropped, reconnects=st.reconnects,
                                      published=c.published, last_error=st.last_error,
                                      skipped=c.skipped))
+        sinks = {sink.name: sink.status() for sink in self.emitter.sinks  # type: ignore[attr-defined]
+                 if callable(getattr(sink, "status", None))}
         return HealthMessage(ts=time.time(), state=state, uptime_s=self.stats.uptime,
                              fps=self.stats.fps, subscribers=self._subscribers(),
-                             cameras=tuple(cams))
+                             cameras=tuple(cams), sinks=sinks)
 
     def camera_states(self) -> dict[str, State]:
         return {s.id: s.state for s in self.sources()}
