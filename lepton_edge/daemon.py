@@ -108,7 +108,7 @@ def decode_settings(config: Config, artifact: Artifact) -> DecodeSettings:
 
 
 def backend_options(config: Config) -> BackendOptions:
-    from .engine_cache import default_state_dir
+    from .backends.tensorrt.engine_cache import default_state_dir
 
     state = config.resolve(config.state_dir) if config.state_dir else default_state_dir()
     return BackendOptions(precision=config.precision, threads=config.threads,

@@ -17,15 +17,17 @@ from lepton_edge.backends.tensorrt import TensorRtBackend, available
 from lepton_edge.errors import BackendUnavailableError
 from lepton_edge.preprocess import Letterbox, plan_letterbox
 
-from ..support.imports import gpu_modules_imported_by
+from ...support.imports import gpu_modules_imported_by
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 ARTIFACT = ROOT / "engines" / "yolov8n"
 
 
 def test_importing_the_backend_imports_no_tensorrt_or_pycuda():
     assert gpu_modules_imported_by("lepton_edge.backends.tensorrt",
-                                   "lepton_edge.backends.cuda.buffers") == []
+                                   "lepton_edge.backends.tensorrt.plan",
+                                   "lepton_edge.backends.tensorrt.cuda.buffers",
+                                   "lepton_edge.backends.tensorrt.cuda.kernels") == []
 
 
 def test_available_returns_a_reason_and_never_raises():
@@ -101,7 +103,7 @@ def test_gpu_letterbox_path_agrees_with_cpu_letterbox_path(trt_backend, vtest_fr
 
 @pytest.mark.gpu
 def test_two_batches_in_flight_and_no_allocation_per_frame(trt_backend, vtest_frames):
-    from lepton_edge.backends.cuda.buffers import ALLOCATIONS
+    from lepton_edge.backends.tensorrt.cuda.buffers import ALLOCATIONS
 
     assert isinstance(trt_backend, ImageInputBackend)
     assert trt_backend.max_in_flight == 2
