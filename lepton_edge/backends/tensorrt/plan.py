@@ -149,7 +149,7 @@ class TensorRtPlans:
         self.device = device
         self.l4t = l4t
         self.logger: trt.ILogger = trt.Logger(trt.Logger.WARNING)
-        self.runtime: trt.IRuntime = trt.Runtime(self.logger)
+        self.runtime: trt.Runtime = trt.Runtime(self.logger)
 
     @classmethod
     def here(cls) -> TensorRtPlans:
