@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need beyond the Python venv:
 #   - the GStreamer RTSP server used by tests/faults/rtsp_server.py (run with /usr/bin/python3),
-#   - systemd, for `systemd-analyze verify` of the shipped unit.
+#   - systemd, for `systemd-analyze verify` of the shipped unit,
+#   - a C compiler, for the stub libraries the TensorRT API conformance test imports over.
 # Idempotent: when everything is present it only asks dpkg and exits (no network).
 # Not root and something missing: says what to run and exits 0, and the tests that need the
 # packages skip with the reason.
@@ -16,6 +17,7 @@ PACKAGES=(
     gstreamer1.0-plugins-ugly     # x264enc
     gstreamer1.0-libav            # avdec_* for the sample videos (MPEG-4 Part 2, H.264)
     systemd                       # systemd-analyze
+    gcc                           # cc -shared: scripts/trt_bindings.py's stub libnvinfer & co
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

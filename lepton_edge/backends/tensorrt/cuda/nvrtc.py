@@ -21,14 +21,15 @@ HINT = ("pip install 'nvidia-cuda-nvrtc-cu12==12.6.*' (the `kernels` extra), or 
 
 
 def _candidates() -> list[str]:
-    paths = [LIBRARY]
+    """The wheel's library first (the pinned version), then the loader's, then CUDA's."""
+    paths = []
     try:
         spec = importlib.util.find_spec("nvidia.cuda_nvrtc")
     except (ImportError, ValueError):  # no `nvidia` namespace package at all
         spec = None
     for root in (spec.submodule_search_locations or []) if spec else []:
         paths.append(str(Path(root) / "lib" / LIBRARY))
-    return [*paths, f"/usr/local/cuda/lib64/{LIBRARY}"]
+    return [*paths, LIBRARY, f"/usr/local/cuda/lib64/{LIBRARY}"]
 
 
 @cache
