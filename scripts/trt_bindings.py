@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,6 +78,7 @@ def fetch(version: str) -> str | None:
     found = sorted(wheels.glob(pattern + ".whl"))
     if not found:
         run = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                              "--retries", "1", "--timeout", "20",
                               "--only-binary=:all:", "-d", str(wheels),
                               f"tensorrt-cu12-bindings=={version}"],
                              capture_output=True, text=True, timeout=300)
@@ -89,6 +91,7 @@ def fetch(version: str) -> str | None:
     return None
 
 
+@cache
 def prepare(version: str) -> str | None:
     """Make `version` importable over the stubs; None, or why not."""
     why = fetch(version) or build_stubs({major(version)})

@@ -6,11 +6,12 @@ What counts as a TensorRT name, found with `ast` so that a new call is covered w
 
 - attribute chains on the module, which the package always binds as `trt` (or `tensorrt`):
   `trt.Builder`, `trt.Logger.WARNING`, `trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED`;
-- attributes of TensorRT objects, typed by annotation (`engine: trt.ICudaEngine`, dataclass
-  fields, `self.x: trt.X` in methods; `| None` allowed), by construction (`trt.Builder(...)`)
+- attributes of TensorRT objects, typed by annotation (`engine: tensorrt.ICudaEngine`, dataclass
+  fields, `self.x: tensorrt.X` in methods; `| None` allowed), by construction (`trt.Builder(...)`)
   or by the return type NVIDIA's pybind11 signature gives the method that made them
   (`builder.create_network(...)` -> `INetworkDefinition`);
-- annotations `trt.X` themselves (a misspelt class is a problem too).
+- annotations `tensorrt.X` themselves (a misspelt class is a problem too; the module is
+  imported under TYPE_CHECKING for them, so they cost nothing at run time).
 
 An attribute *assignment* on a TensorRT object must hit a settable property: the classes have
 no instance `__dict__` (`__dictoffset__ == 0`), so anything else raises AttributeError at run

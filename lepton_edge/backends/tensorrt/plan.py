@@ -38,7 +38,7 @@ from .cuda import CudaUnavailable, DeviceInfo, probe_device
 from .engine_cache import CachedPlan, EngineCache, PlanKey, l4t_release, write_atomic
 
 if TYPE_CHECKING:  # annotations only: the conformance test reads them (tests/backends/tensorrt)
-    import tensorrt as trt
+    import tensorrt
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +148,8 @@ class TensorRtPlans:
         self.trt = trt
         self.device = device
         self.l4t = l4t
-        self.logger: trt.ILogger = trt.Logger(trt.Logger.WARNING)
-        self.runtime: trt.Runtime = trt.Runtime(self.logger)
+        self.logger: tensorrt.ILogger = trt.Logger(trt.Logger.WARNING)
+        self.runtime: tensorrt.Runtime = trt.Runtime(self.logger)
 
     @classmethod
     def here(cls) -> TensorRtPlans:
@@ -171,27 +171,27 @@ class TensorRtPlans:
         return cache.load_or_build(key, lambda: self.build(onnx_path, settings, timing),
                                    self.deserialize)
 
-    def deserialize(self, data: bytes) -> trt.ICudaEngine | None:
+    def deserialize(self, data: bytes) -> tensorrt.ICudaEngine | None:
         """The engine, or None when TensorRT refuses the bytes (another build, corrupt)."""
-        engine: trt.ICudaEngine | None = self.runtime.deserialize_cuda_engine(data)
+        engine: tensorrt.ICudaEngine | None = self.runtime.deserialize_cuda_engine(data)
         return engine
 
     def build(self, onnx_path: Path, settings: PlanSettings, timing_path: Path) -> bytes:
         """Parse `onnx_path` into a strongly typed network and build the serialized plan."""
         trt = self.trt
         t0 = time.perf_counter()
-        builder: trt.Builder = trt.Builder(self.logger)
-        network: trt.INetworkDefinition = builder.create_network(network_flags(trt))
-        parser: trt.OnnxParser = trt.OnnxParser(network, self.logger)
+        builder: tensorrt.Builder = trt.Builder(self.logger)
+        network: tensorrt.INetworkDefinition = builder.create_network(network_flags(trt))
+        parser: tensorrt.OnnxParser = trt.OnnxParser(network, self.logger)
         if not parser.parse_from_file(str(onnx_path)):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise CompileError(f"{onnx_path}: TensorRT {trt.__version__} cannot parse this "
                                f"model: {errors or 'no parser error recorded'}")
-        config: trt.IBuilderConfig = builder.create_builder_config()
+        config: tensorrt.IBuilderConfig = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mib << 20)
         _add_profiles(builder, network, config, settings, onnx_path)
         _load_timing_cache(config, timing_path)
-        serialized: trt.IHostMemory | None = builder.build_serialized_network(network, config)
+        serialized: tensorrt.IHostMemory | None = builder.build_serialized_network(network, config)
         if serialized is None:
             raise CompileError(
                 f"{onnx_path}: TensorRT {trt.__version__} failed to build a plan (its log "
@@ -226,11 +226,11 @@ def build_plan(onnx_path: Path, state_dir: Path, settings: PlanSettings,
     return plans.load(Path(onnx_path), Path(state_dir), settings)
 
 
-def _add_profiles(builder: trt.Builder, network: trt.INetworkDefinition,
-                  config: trt.IBuilderConfig, settings: PlanSettings, onnx_path: Path) -> None:
+def _add_profiles(builder: tensorrt.Builder, network: tensorrt.INetworkDefinition,
+                  config: tensorrt.IBuilderConfig, settings: PlanSettings, onnx_path: Path) -> None:
     shapes: dict[str, tuple[tuple[int, ...], ...]] = {}
     for i in range(network.num_inputs):
-        tensor: trt.ITensor = network.get_input(i)
+        tensor: tensorrt.ITensor = network.get_input(i)
         dims = tuple(tensor.shape)
         if all(d >= 0 for d in dims):
             continue
@@ -250,15 +250,15 @@ def _add_profiles(builder: trt.Builder, network: trt.INetworkDefinition,
     if not shapes:
         return  # static model: no profile needed, and contexts may share the default one
     for _ in range(settings.profiles):
-        profile: trt.IOptimizationProfile = builder.create_optimization_profile()
+        profile: tensorrt.IOptimizationProfile = builder.create_optimization_profile()
         for name, (min_shape, opt_shape, max_shape) in shapes.items():
             profile.set_shape(name, min_shape, opt_shape, max_shape)
         config.add_optimization_profile(profile)
 
 
-def _load_timing_cache(config: trt.IBuilderConfig, path: Path) -> None:
+def _load_timing_cache(config: tensorrt.IBuilderConfig, path: Path) -> None:
     data = path.read_bytes() if path.is_file() else b""
-    cache: trt.ITimingCache = config.create_timing_cache(data)
+    cache: tensorrt.ITimingCache = config.create_timing_cache(data)
     if config.set_timing_cache(cache, False):
         if data:
             log.info("tensorrt: reusing timing cache %s (%d bytes)", path, len(data))
@@ -267,8 +267,8 @@ def _load_timing_cache(config: trt.IBuilderConfig, path: Path) -> None:
     config.set_timing_cache(config.create_timing_cache(b""), False)
 
 
-def _save_timing_cache(config: trt.IBuilderConfig, path: Path) -> None:
-    cache: trt.ITimingCache | None = config.get_timing_cache()
+def _save_timing_cache(config: tensorrt.IBuilderConfig, path: Path) -> None:
+    cache: tensorrt.ITimingCache | None = config.get_timing_cache()
     if cache is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)

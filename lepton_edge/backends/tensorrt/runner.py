@@ -33,7 +33,7 @@ from .plan import PlanSettings, plan_settings
 from .tensors import bind, numpy_dtype, output_shape, select_profile
 
 if TYPE_CHECKING:
-    import tensorrt as trt
+    import tensorrt
 
     from .cuda.buffers import Gpu
     from .plan import TensorRtPlans
@@ -82,7 +82,7 @@ class _Slot:
     index: int
     stream: Any
     done: Any  # event recorded after the last copy back
-    context: trt.IExecutionContext
+    context: tensorrt.IExecutionContext
     host_input: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict)
     frames: dict[tuple[int, int], Any] = field(default_factory=dict)  # FrameInput per shape
     shaped: dict[tuple[int, ...], _Shaped] = field(default_factory=dict)
@@ -119,9 +119,9 @@ class TensorRtBackend(BackendBase):
         self.options = options
         self.precision = options.precision
         self.encoding, self.model_path = artifact.pick("tensorrt", options.precision)
-        self.gpu: Gpu | None = None
+        self.gpu: Any = None  # a cuda.buffers.Gpu once started
         self.plan_path: Path | None = None
-        self._engine: trt.ICudaEngine | None = None
+        self._engine: tensorrt.ICudaEngine | None = None
         self._plans: TensorRtPlans | None = None
         self._slots: list[_Slot] = []
         self._next = 0
@@ -173,7 +173,7 @@ class TensorRtBackend(BackendBase):
                  self.encoding, gpu.name, self.plan_path)
 
     def _describe(self, trt: ModuleType) -> None:
-        engine: trt.ICudaEngine = self._engine
+        engine: tensorrt.ICudaEngine = self._engine
         inputs, outputs = [], []
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
@@ -193,7 +193,7 @@ class TensorRtBackend(BackendBase):
 
     def _make_slots(self) -> None:
         drv = self.gpu.drv
-        engine: trt.ICudaEngine = self._engine
+        engine: tensorrt.ICudaEngine = self._engine
         dynamic = any(d is None for d in self.input.shape)
         profiles = engine.num_optimization_profiles
         slots = SLOTS if not dynamic or profiles >= SLOTS else 1
@@ -203,7 +203,7 @@ class TensorRtBackend(BackendBase):
                         self.plan_path, profiles)
         for i in range(slots):
             stream = drv.Stream()
-            context: trt.IExecutionContext | None = engine.create_execution_context()
+            context: tensorrt.IExecutionContext | None = engine.create_execution_context()
             if context is None:
                 raise BackendUnavailableError("tensorrt: cannot create an execution context "
                                               "(out of GPU memory?)")
@@ -283,7 +283,7 @@ class TensorRtBackend(BackendBase):
     def _shaped(self, slot: _Slot, shape: tuple[int, ...]) -> _Shaped:
         """The slot's buffers for input `shape`, allocated on first use; sets the context's
         input shape when it changes."""
-        context: trt.IExecutionContext = slot.context
+        context: tensorrt.IExecutionContext = slot.context
         if slot.current_shape != shape:
             if not context.set_input_shape(self.input.name, shape):
                 raise ModelError(f"{self.plan_path}: input shape {shape} is outside the plan's "
@@ -302,7 +302,7 @@ class TensorRtBackend(BackendBase):
         return shaped
 
     def _enqueue(self, slot: _Slot, shaped: _Shaped) -> _Handle:
-        context: trt.IExecutionContext = slot.context
+        context: tensorrt.IExecutionContext = slot.context
         bind(context, self.input.name, int(shaped.input), self.plan_path)
         for name, mem in zip(self._outputs, shaped.outputs, strict=True):
             bind(context, name, int(mem), self.plan_path)

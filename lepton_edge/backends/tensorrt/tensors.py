@@ -17,10 +17,10 @@ import numpy as np
 from ...errors import ModelError
 
 if TYPE_CHECKING:
-    import tensorrt as trt
+    import tensorrt
 
 
-def numpy_dtype(trt: ModuleType, data_type: trt.DataType, tensor: str,
+def numpy_dtype(trt: ModuleType, data_type: tensorrt.DataType, tensor: str,
                 plan: Path | None) -> np.dtype:
     """The numpy dtype of a tensor of TensorRT type `data_type`."""
     try:
@@ -32,7 +32,8 @@ def numpy_dtype(trt: ModuleType, data_type: trt.DataType, tensor: str,
         ) from err
 
 
-def output_shape(context: trt.IExecutionContext, name: str, plan: Path | None) -> tuple[int, ...]:
+def output_shape(context: tensorrt.IExecutionContext, name: str,
+                 plan: Path | None) -> tuple[int, ...]:
     """The shape of output `name` for the context's current input shape."""
     shape = tuple(int(d) for d in context.get_tensor_shape(name))
     if any(d < 0 for d in shape):
@@ -44,7 +45,7 @@ def output_shape(context: trt.IExecutionContext, name: str, plan: Path | None) -
     return shape
 
 
-def select_profile(context: trt.IExecutionContext, index: int, stream: Any,
+def select_profile(context: tensorrt.IExecutionContext, index: int, stream: Any,
                    plan: Path | None) -> None:
     """Make optimization profile `index` the context's, on `stream` (a CUDA stream handle)."""
     if not context.set_optimization_profile_async(index, stream):
@@ -52,7 +53,7 @@ def select_profile(context: trt.IExecutionContext, index: int, stream: Any,
                          f"context holds it, or the plan has fewer); rebuild the plan")
 
 
-def bind(context: trt.IExecutionContext, name: str, address: int, plan: Path | None) -> None:
+def bind(context: tensorrt.IExecutionContext, name: str, address: int, plan: Path | None) -> None:
     """Point tensor `name` of the context at device memory `address`."""
     if not context.set_tensor_address(name, address):
         raise ModelError(f"{plan}: TensorRT refused the address of tensor {name} (a name not "
