@@ -233,6 +233,7 @@ class TensorRtBackend(BackendBase):
         self._next = 0
 
     # ------------------------------------------------------------------ inference
+
     @property
     def max_in_flight(self) -> int:
         return max(1, len(self._slots))
