@@ -5,6 +5,7 @@ timing caches, and a real build where TensorRT and a GPU are present (marked gpu
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -118,7 +119,9 @@ def test_an_old_tensorrt_on_the_path_makes_the_backend_unavailable(tmp_path):
             "from lepton_edge.backends.tensorrt import plan\n"
             "print(available()[1]); print(plan.available()[1])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"},
+                         env={"PYTHONPATH": os.pathsep.join(
+                             [str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+                              "PATH": "/usr/bin:/bin"},
                          cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
