@@ -10,7 +10,8 @@ comma := ,
 CONFIG ?= deploy/bench.yaml
 ENDPOINT ?= tcp://127.0.0.1:5556
 
-.PHONY: venv run test test-slow lint faults bench engines system-deps gpu-deps clean
+.PHONY: venv run test test-slow lint faults bench engines system-deps gpu-deps clean \
+	trt-bindings kernels
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +36,19 @@ system-deps:
 lint: venv
 	$(BIN)/ruff check lepton_edge tests bench
 
-test: venv system-deps lint
+test: venv system-deps lint trt-bindings
 	$(BIN)/python -m pytest -q -ra -m "not slow"
+
+# NVIDIA's TensorRT Python bindings (10.3, 10.13, 11.4; ~1.2 MB wheels) and the stub libraries
+# they import over, into .cache/trt-bindings/ for the API conformance test. Without the registry
+# it says so and the test skips with that reason.
+trt-bindings: venv
+	$(BIN)/python scripts/trt_bindings.py
+
+# Rebuilds the shipped letterbox PTX (sm_72, sm_87, sm_90) from letterbox.cu with the pinned
+# NVRTC (dev extra); a test checks the committed PTX equals a fresh build.
+kernels: venv
+	$(BIN)/python -m lepton_edge.backends.tensorrt.cuda.kernels
 
 # Minutes-long checks (full-clip float vs INT8 diffs against the gate); .ci/run runs them too.
 test-slow: venv system-deps
@@ -55,7 +67,7 @@ engines: venv
 	$(BIN)/lepton-edge compile engines/yolov8n/model.onnx --calib calibration/yolov8n.yaml --name yolov8n --floor 0.75 --max-float-steps 0
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .cache/trt-bindings
 
 # Downloads pycuda's source distribution (and wheels it needs) into .gpu-deps/ for a GPU box
 # without network: then `bash tests/gpu/run.sh` there.

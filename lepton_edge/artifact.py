@@ -30,7 +30,8 @@ ENCODINGS: dict[str, dict[str, tuple[str, ...]]] = {
         "fp32": ("fp32",), "bf16": ("fp32",), "fp16": ("fp32",),
         "int8": ("int8-openvino", "int8-cpu"),
     },
-    "tensorrt": {"fp32": ("fp32",), "fp16": ("fp16", "fp32"), "int8": ("int8-device",)},
+    # fp16 is the artifact's float16 model or nothing: the fp32 one would run silently slower.
+    "tensorrt": {"fp32": ("fp32",), "fp16": ("fp16",), "int8": ("int8-device",)},
 }
 
 
@@ -82,10 +83,11 @@ class Artifact:
             if enc in self.models:
                 return enc, self.model_path(enc)
         have = ", ".join(sorted(self.models)) or "none"
-        hint = (
-            "compile an INT8 model with `lepton-edge compile`" if precision == "int8"
-            else "choose another precision"
-        )
+        hint = {
+            "int8": "compile an INT8 model with `lepton-edge compile`",
+            "fp16": "rebuild the artifact with `lepton-edge compile` (it writes model.fp16.onnx), "
+                    "or choose precision int8 or fp32",
+        }.get(precision, "choose another precision")
         raise ModelError(
             f"{self.root}: precision {precision!r} on {runtime} needs one of "
             f"{', '.join(wanted) or '(no encoding)'}, the artifact has {have}; {hint}"

@@ -10,6 +10,7 @@ turns that into the one resolved value a run takes."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,19 @@ from .sinks.mqtt import MqttConfig
 
 Precision = Literal["int8", "fp16", "bf16", "fp32"]
 BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
+
+
+def default_state_dir() -> Path:
+    """Where state and caches live: systemd's `$STATE_DIRECTORY` (from `StateDirectory=`; the
+    first entry when it lists several), else `$XDG_CACHE_HOME/lepton-edge`, else
+    `~/.cache/lepton-edge`."""
+    state = os.environ.get("STATE_DIRECTORY")
+    if state:
+        return Path(state.split(":")[0])
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg) / "lepton-edge"
+    return Path.home() / ".cache" / "lepton-edge"
 
 
 class _Strict(BaseModel):

@@ -226,7 +226,7 @@ def _check_curve(config: Config, file: ConfigFile, overrides: Sequence[Override]
 
 def backend_options(config: Config, settings: BackendSettings | None = None) -> BackendOptions:
     """The settings every backend reads, from the config, with the backend's own `settings`."""
-    from .engine_cache import default_state_dir
+    from .config import default_state_dir
 
     state = config.resolve(config.state_dir) if config.state_dir else default_state_dir()
     return BackendOptions(precision=config.precision, threads=config.threads,

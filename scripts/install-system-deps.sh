@@ -6,6 +6,7 @@
 #   - Chromium, which loads the live page headless in tests/sinks/http/test_live_page.py.
 # The README's Node.js example test needs node/npm (not installed here) and
 # scripts/install-node-deps.sh.
+#   - a C compiler, for the stub libraries the TensorRT API conformance test imports over.
 # Idempotent: when everything is present it only asks dpkg and exits (no network).
 # Not root and something missing: says what to run and exits 0, and the tests that need the
 # packages skip with the reason.
@@ -23,6 +24,7 @@ PACKAGES=(
     shellcheck                    # lint of deploy/install.sh
     mosquitto                     # MQTT broker (and mosquitto_passwd) for the MQTT bridge tests
     chromium                      # headless browser for the live page test
+    gcc                           # cc -shared: scripts/trt_bindings.py's stub libnvinfer & co
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..artifact import Artifact, describe_onnx, load_artifact, write_manifest
 from ..errors import CompileError
-from . import accuracy, trt_calib_cache
+from . import accuracy, fp16, trt_calib_cache
 from .calibration import DEFAULT_COUNT, Frames, FrameSet, load_frames
 from .quantize import QuantSettings, Ranges, collect_ranges, node_names, quantize_model
 
@@ -54,10 +54,13 @@ class CompileOptions:
     float_tail: bool = True
     sensitivity_frames: int = 32
     device: bool = True  # also write (and score) the TensorRT-shaped encoding
+    fp16: bool = True  # also write (and score) the float16 model TensorRT's fp16 runs
     openvino: bool = True
     openvino_overflow_fix: str = "disable"  # NNCF OverflowFix: see compiler/openvino_int8.py
     plan: bool = False
     state_dir: Path | None = None
+    plan_input_size: int | None = None  # the daemon's input_size (default: the model's)
+    plan_max_batch: int = 1
     trt_version: int = trt_calib_cache.DEFAULT_VERSION
     progress: bool = True
 
@@ -144,6 +147,11 @@ def compile_model(opts: CompileOptions) -> Path:
                                      "encoding": "qdq-s8s8", "activations": "int8 symmetric",
                                      "bias": "float"}
             d.append(f"mAP50 {score.map50:.3f} mAP50-95 {score.map50_95:.3f}")
+    if opts.fp16:
+        with step("fp16") as d:
+            models["fp16"], report["fp16"] = fp16.write_and_score(out, base, frames.evaluate,
+                                                                  reference)
+            d.append(f"mAP50 {report['fp16']['map50']:.3f}")
     if opts.openvino:
         openvino_step(opts, out, base, frames, reference, kept, models, report)
     with step("calibration cache") as d:
@@ -153,7 +161,7 @@ def compile_model(opts: CompileOptions) -> Path:
         owner.setdefault("extra_files", []).append(CACHE_FILE)
         d.append(f"{len(scales)} tensors, TRT-{opts.trt_version}")
     if opts.plan:
-        plan_step(opts, out)
+        plan_step(opts, out, base)
     with step("manifest") as d:
         manifest = dict(base.manifest)
         manifest.update({
@@ -372,19 +380,21 @@ def base_head(out: Path) -> str:
     return re.escape(node_names(out / FILES["fp32"])[-1].split("/")[1].split(".")[-1])
 
 
-def plan_step(opts: CompileOptions, out: Path) -> None:
-    """Build the TensorRT plan of the device encoding into the engine cache (`--plan`)."""
-    try:
-        from . import tensorrt_plan  # type: ignore[attr-defined]
-    except ImportError as err:
-        raise CompileError("--plan needs lepton_edge.compiler.tensorrt_plan, which is not "
-                           "installed in this build") from err
-    ok, why = tensorrt_plan.available()
-    if not ok:
-        raise CompileError(f"--plan: TensorRT cannot build here ({why}); install "
-                           f"'lepton-edge[tensorrt]' on a machine with an NVIDIA GPU, or drop "
-                           f"--plan (the daemon builds the plan on first start)")
+def plan_step(opts: CompileOptions, out: Path, base: Artifact, plans: Any = None) -> None:
+    """Build the TensorRT plan of the device encoding into the engine cache (`--plan`), with
+    the settings the daemon derives for the same input size (`plan.plan_settings`). `plans`
+    is a `backends.tensorrt.plan.TensorRtPlans` (default: this machine's)."""
+    from ..backends.tensorrt import plan as trt_plan
+
+    if plans is None:
+        ok, why = trt_plan.available()
+        if not ok:
+            raise CompileError(f"--plan: TensorRT cannot build here ({why}); install "
+                               f"'lepton-edge[tensorrt]' on a machine with an NVIDIA GPU, or "
+                               f"drop --plan (the daemon builds the plan on first start)")
     with step("tensorrt plan") as d:
+        settings = trt_plan.plan_settings(opts.plan_input_size or base.input.default_size,
+                                          base.input.stride, opts.plan_max_batch)
         state = opts.state_dir or out / "cache"
-        path = tensorrt_plan.build_plan(out / FILES["int8-device"], state)
-        d.append(str(path))
+        built = trt_plan.build_plan(out / FILES["int8-device"], state, settings, plans)
+        d.append(str(built.path))

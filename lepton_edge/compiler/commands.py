@@ -68,6 +68,8 @@ def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-device", action="store_true",
                         help="skip the TensorRT-shaped (symmetric) encoding")
     parser.add_argument("--no-openvino", action="store_true", help="skip the OpenVINO encoding")
+    parser.add_argument("--no-fp16", action="store_true",
+                        help="skip the float16 model (TensorRT's precision: fp16)")
     parser.add_argument("--openvino-overflow-fix", default="disable",
                         choices=OVERFLOW_FIX,
                         help="NNCF weight range: disable = full 8 bits, for CPUs with VNNI/AMX "
@@ -75,7 +77,11 @@ def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", action="store_true",
                         help="also build the TensorRT plan (needs TensorRT and a GPU)")
     parser.add_argument("--state-dir", type=Path, default=None,
-                        help="engine cache for --plan (default: ARTIFACT/cache)")
+                        help="engine cache for --plan (default: ARTIFACT/cache; the daemon's "
+                             "is its state_dir)")
+    parser.add_argument("--input-size", type=int, default=None,
+                        help="--plan: the input_size the daemon runs at (default: the model's "
+                             "default size); the plan is the one the daemon looks up")
     parser.add_argument("--trt-version", type=int, default=DEFAULT_VERSION,
                         help=f"version in the calibration cache header (default {DEFAULT_VERSION})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -96,8 +102,9 @@ def run_compile(args: argparse.Namespace) -> int:
         quant=QuantSettings(method=args.calib_method, percentile=args.percentile),
         floor=args.floor, max_float_steps=args.max_float_steps,
         float_tail=not args.no_float_tail, device=not args.no_device,
-        openvino=not args.no_openvino, openvino_overflow_fix=args.openvino_overflow_fix,
-        plan=args.plan, state_dir=args.state_dir,
+        openvino=not args.no_openvino, fp16=not args.no_fp16,
+        openvino_overflow_fix=args.openvino_overflow_fix,
+        plan=args.plan, state_dir=args.state_dir, plan_input_size=args.input_size,
         trt_version=args.trt_version, progress=not args.no_progress,
     )
     target = args.out / args.name

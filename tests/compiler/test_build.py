@@ -21,11 +21,11 @@ from .conftest import MODEL, SAMPLES, small_options
 
 def test_artifact_has_both_encodings_and_a_complete_manifest(small_artifact: Path) -> None:
     m = yaml.safe_load((small_artifact / "manifest.yaml").read_text())
-    assert set(m["models"]) == {"fp32", "int8-cpu", "int8-device"}
-    assert m["precisions"] == ["fp32", "int8"]
+    assert set(m["models"]) == {"fp32", "fp16", "int8-cpu", "int8-device"}
+    assert m["precisions"] == ["fp16", "fp32", "int8"]
     assert (small_artifact / "model.onnx").read_bytes() == MODEL.read_bytes()
     assert set(m["files"]) == {"model.onnx", "model.int8-cpu.onnx", "model.int8-device.onnx",
-                               "calibration.cache"}
+                               "model.fp16.onnx", "calibration.cache"}
     assert m["calibration"]["frames"] == 21 and len(m["calibration"]["sha256"]) == 64
     assert m["quantization"]["calibration"] == "minmax"
     assert any(n.startswith("/model.22/dfl") for n in m["quantization"]["kept_in_float"])
@@ -33,6 +33,7 @@ def test_artifact_has_both_encodings_and_a_complete_manifest(small_artifact: Pat
     assert acc["frames"] == 23 and acc["reference_boxes"] > 50
     assert 0.3 <= acc["int8-cpu"]["map50"] <= 1.0
     assert 0.0 <= acc["int8-device"]["map50_95"] <= 1.0
+    assert acc["fp16"]["map50"] >= 0.95 and acc["fp16"]["frames"] == 23  # scored like INT8
     assert acc["min_class_boxes"] == 20 and acc["floor_map50"] == 0.3
     for entry in (acc["int8-cpu"], acc["int8-device"], *acc["curve"]):
         assert 1 <= entry["classes_scored_min20"] <= entry["classes_scored"]  # person, at least
@@ -110,6 +111,7 @@ def test_eval_scores_every_precision_against_float(small_artifact: Path, small_s
     out = yaml.safe_load(capsys.readouterr().out)  # JSON is YAML
     assert out["scores"]["fp32"]["map50"] == pytest.approx(1.0)
     assert 0.3 <= out["scores"]["int8"]["map50"] <= 1.0
+    assert out["scores"]["fp16"]["map50"] >= 0.95
 
 
 def _write(path: Path, data: bytes) -> Path:

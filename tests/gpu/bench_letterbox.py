@@ -17,7 +17,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from lepton_edge.backends.cuda.buffers import DeviceLetterbox, Gpu  # noqa: E402
+from lepton_edge.backends.tensorrt.cuda.buffers import DeviceLetterbox, Gpu  # noqa: E402
 from lepton_edge.preprocess import Letterbox, plan_letterbox  # noqa: E402
 
 FRAMES = 200
@@ -30,7 +30,7 @@ def main() -> None:
     cap.release()
     h, w = frames[0].shape[:2]
     plan = plan_letterbox(w, h, 640)
-    gpu = Gpu()
+    gpu = Gpu.start()
     box = DeviceLetterbox(gpu, plan, np.float32, mode="pinned")
     drv = gpu.drv
     with gpu.active():

@@ -23,18 +23,18 @@ def pytest_collection_modifyitems(items):
 
 def gpu_or_skip():
     """A started `Gpu` with the letterbox kernel compiled, or pytest.skip(reason)."""
-    from lepton_edge.backends.cuda import cuda_available
+    from lepton_edge.backends.tensorrt.cuda import cuda_available
     from lepton_edge.errors import BackendUnavailableError
 
     ok, why = cuda_available()
     if not ok:
         pytest.skip(f"no CUDA: {why}")
     try:
-        from lepton_edge.backends.cuda.buffers import Gpu, compiled_kernel
+        from lepton_edge.backends.tensorrt.cuda.buffers import Gpu, compiled_kernel
 
-        gpu = Gpu()
+        gpu = Gpu.start()
         with gpu.active():
-            compiled_kernel("letterbox_f32")
+            compiled_kernel(gpu, "letterbox_f32")
     except BackendUnavailableError as err:
         pytest.skip(str(err))
     return gpu

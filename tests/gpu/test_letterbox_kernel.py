@@ -35,7 +35,7 @@ def resized(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
                          else f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("video", ["vtest", "bikes"])
 def test_kernel_matches_cpu_letterbox(gpu, frames, video, src_size, plan_kw, dtype):
-    from lepton_edge.backends.cuda.buffers import DeviceLetterbox
+    from lepton_edge.backends.tensorrt.cuda.buffers import DeviceLetterbox
 
     images = [resized(f, src_size) for f in frames[video]]
     h, w = images[0].shape[:2]
@@ -59,7 +59,7 @@ def test_kernel_matches_cpu_letterbox(gpu, frames, video, src_size, plan_kw, dty
 
 @pytest.mark.parametrize("video", ["vtest", "bikes"])
 def test_mapped_and_pinned_paths_give_identical_results(gpu, frames, video):
-    from lepton_edge.backends.cuda.buffers import DeviceLetterbox
+    from lepton_edge.backends.tensorrt.cuda.buffers import DeviceLetterbox
 
     h, w = frames[video][0].shape[:2]
     plan = plan_letterbox(w, h, 640)
@@ -76,7 +76,7 @@ def test_mapped_and_pinned_paths_give_identical_results(gpu, frames, video):
 
 @pytest.mark.parametrize("mode", ["mapped", "pinned"])
 def test_buffers_are_reused_across_frames(gpu, vtest_run, mode):
-    from lepton_edge.backends.cuda.buffers import ALLOCATIONS, DeviceLetterbox
+    from lepton_edge.backends.tensorrt.cuda.buffers import ALLOCATIONS, DeviceLetterbox
 
     h, w = vtest_run[0].shape[:2]
     box = DeviceLetterbox(gpu, plan_letterbox(w, h, 640), mode=mode)
@@ -96,7 +96,7 @@ def test_buffers_are_reused_across_frames(gpu, vtest_run, mode):
 def test_frame_captured_into_the_buffer_is_not_copied(gpu, vtest_run):
     """A capture that decodes straight into `frame.host` (cv2 `read(image=...)`) hands the
     kernel that memory as is."""
-    from lepton_edge.backends.cuda.buffers import DeviceLetterbox
+    from lepton_edge.backends.tensorrt.cuda.buffers import DeviceLetterbox
 
     h, w = vtest_run[0].shape[:2]
     plan = plan_letterbox(w, h, 640)

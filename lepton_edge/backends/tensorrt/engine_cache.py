@@ -2,16 +2,17 @@
 
 A plan loads only on the TensorRT build and GPU that made it, so a plan is filed under a key of
 everything that decides that: the sha256 of the ONNX bytes, the build settings, the TensorRT
-version, the GPU name and compute capability and, on Jetson, the L4T release. Each plan
+version, the GPU name and compute capability, on Jetson the L4T release, and the version of the
+builder recipe (`plan.BUILD_RECIPE`: what the build does with those settings). Each plan
 `<state_dir>/engines/<key>.plan` has a sidecar `<key>.json` holding the key's fields and the
 plan's size and sha256; both are written atomically (temp file, fsync, rename), the sidecar
 last, so a plan whose sidecar is missing, does not match, or whose bytes were truncated is
 never handed to TensorRT: it is rebuilt, with a log line that says why. A plan that passes
 those checks but still fails to deserialize is rebuilt too.
 
-Nothing here imports TensorRT: the builder and the deserializer are callables passed in (the
-compiler's `tensorrt_plan` module provides the real ones), so the whole cache logic runs and is
-tested on any machine.
+Nothing here imports TensorRT: the builder and the deserializer are callables passed in
+(`plan.TensorRtPlans` provides the real ones), so the whole cache logic runs and is tested on any
+machine.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from .errors import ModelError
+from ...errors import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +39,6 @@ SIDECAR_FORMAT = "lepton-edge/plan-1"
 L4T_RELEASE_FILE = Path("/etc/nv_tegra_release")
 
 T = TypeVar("T")
-
-
-def default_state_dir() -> Path:
-    """Where caches live: systemd's `$STATE_DIRECTORY` (from `StateDirectory=`; the first entry
-    when it lists several), else `$XDG_CACHE_HOME/lepton-edge`, else `~/.cache/lepton-edge`."""
-    state = os.environ.get("STATE_DIRECTORY")
-    if state:
-        return Path(state.split(":")[0])
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg:
-        return Path(xdg) / APP_DIR
-    return Path.home() / ".cache" / APP_DIR
 
 
 def l4t_release(path: Path = L4T_RELEASE_FILE) -> str | None:
@@ -73,6 +62,7 @@ class PlanKey:
 
     onnx_sha256: str
     settings: Mapping[str, Any]
+    recipe: int  # plan.BUILD_RECIPE: bumped when the build changes for the same settings
     tensorrt_version: str
     gpu_name: str
     compute_capability: str

@@ -17,15 +17,17 @@ from lepton_edge.backends.tensorrt import TensorRtBackend, available
 from lepton_edge.errors import BackendUnavailableError
 from lepton_edge.preprocess import Letterbox, plan_letterbox
 
-from ..support.imports import gpu_modules_imported_by
+from ...support.imports import gpu_modules_imported_by
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 ARTIFACT = ROOT / "engines" / "yolov8n"
 
 
 def test_importing_the_backend_imports_no_tensorrt_or_pycuda():
     assert gpu_modules_imported_by("lepton_edge.backends.tensorrt",
-                                   "lepton_edge.backends.cuda.buffers") == []
+                                   "lepton_edge.backends.tensorrt.plan",
+                                   "lepton_edge.backends.tensorrt.cuda.buffers",
+                                   "lepton_edge.backends.tensorrt.cuda.kernels") == []
 
 
 def test_available_returns_a_reason_and_never_raises():
@@ -101,7 +103,7 @@ def test_gpu_letterbox_path_agrees_with_cpu_letterbox_path(trt_backend, vtest_fr
 
 @pytest.mark.gpu
 def test_two_batches_in_flight_and_no_allocation_per_frame(trt_backend, vtest_frames):
-    from lepton_edge.backends.cuda.buffers import ALLOCATIONS
+    from lepton_edge.backends.tensorrt.cuda.buffers import ALLOCATIONS
 
     assert isinstance(trt_backend, ImageInputBackend)
     assert trt_backend.max_in_flight == 2
@@ -142,3 +144,30 @@ def test_other_source_shapes_use_their_own_buffers(trt_backend):
     plan = plan_letterbox(frame.shape[1], frame.shape[0], 640)  # 640x272 -> 640x288
     out = trt_backend.submit_image(frame, plan).wait()[0]
     assert out.shape == (1, 84, 80 * 36 + 40 * 18 + 20 * 9)  # strides 8, 16, 32
+
+
+@pytest.mark.gpu
+def test_fp16_plan_agrees_with_onnxruntime_float(tmp_path, vtest_frames):
+    """precision: fp16 builds the plan from model.fp16.onnx (half input, the letterbox_f16
+    kernel) and its detections' raw outputs stay close to float's."""
+    from lepton_edge.backends.onnxruntime import OnnxRuntimeBackend
+
+    ok, why = available()
+    if not ok:
+        pytest.skip(f"TensorRT backend unavailable: {why}")
+    art = load_artifact(ARTIFACT)
+    backend = TensorRtBackend(art, BackendOptions(precision="fp16", state_dir=tmp_path))
+    ort = OnnxRuntimeBackend(art, BackendOptions())
+    with backend, ort:
+        assert backend.model_path.name == "model.fp16.onnx"
+        assert backend.input.dtype == np.float16
+        h, w = vtest_frames[0].shape[:2]
+        plan = plan_letterbox(w, h, 640)
+        box = Letterbox(plan)
+        buf = box.new_buffer()
+        for frame in vtest_frames[:3]:
+            box(frame, buf[0])
+            want = ort.submit(buf).wait()[0]
+            got = backend.submit_image(frame, plan).wait()[0]
+            assert got.dtype == np.float32 and got.shape == want.shape
+            assert np.abs(got[0, 4:] - want[0, 4:]).max() < 0.05

@@ -1,8 +1,11 @@
 """TensorRT + pycuda backend: plans from the engine cache, the CUDA letterbox, double buffering.
 
-`open()` gets the plan for the artifact's encoding (`artifact.pick("tensorrt", precision)`)
-from the engine cache under `options.state_dir`, building it on first start, then creates two
-slots. A slot is what one batch in flight needs: a CUDA stream, an event, an execution context
+`open()` gets the plan for the artifact's encoding (`artifact.pick("tensorrt", precision)`:
+`int8-device`, `fp16` or `fp32`, never a silent substitute) from the engine cache under
+`options.state_dir`, with settings from `plan.plan_settings(input_size)` (what `compile --plan`
+uses too), building it on first start, then creates two slots. A failed `open()` releases what
+it made, so the next `open()` starts afresh. A slot is what one batch in flight needs: a CUDA
+stream, a blocking-sync event, an execution context
 (with its own optimization profile when the input is dynamic, as concurrent contexts require),
 the engine's input and output bindings in device memory, page-locked host outputs, and the
 frame buffers of `buffers.FrameInput`. Submitting alternates slots, so frame N+1 uploads and is
@@ -17,14 +20,23 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from ..artifact import Artifact
-from ..errors import BackendUnavailableError, ModelError
-from ..preprocess import LetterboxPlan, plan_letterbox
-from .base import BackendBase, BackendOptions, BackendSettings, InferenceHandle, TensorSpec
+from ...artifact import Artifact
+from ...errors import BackendUnavailableError, ModelError
+from ...preprocess import LetterboxPlan
+from ..base import BackendBase, BackendOptions, BackendSettings, InferenceHandle, TensorSpec
+from .plan import PlanSettings, plan_settings
+from .tensors import bind, numpy_dtype, output_shape, select_profile
+
+if TYPE_CHECKING:
+    import tensorrt
+
+    from .cuda.buffers import Gpu
+    from .plan import TensorRtPlans
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +54,12 @@ def available() -> tuple[bool, str]:
     """Whether this backend can run here: tensorrt and pycuda import and a CUDA device is
     present. Never raises; the reason says what is missing."""
     from .cuda import cuda_available
+    from .plan import import_tensorrt
 
     try:
-        import tensorrt
-    except Exception as err:
-        return False, (f"tensorrt cannot be imported ({err}); pip install "
-                       f"'lepton-edge[tensorrt,pycuda]', or JetPack's python3-libnvinfer")
+        tensorrt = import_tensorrt()
+    except BackendUnavailableError as err:
+        return False, str(err)
     try:
         import pycuda.driver  # noqa: F401  (not autoprimaryctx: probing starts no context)
     except Exception as err:
@@ -73,7 +85,7 @@ class _Slot:
     index: int
     stream: Any
     done: Any  # event recorded after the last copy back
-    context: Any
+    context: tensorrt.IExecutionContext
     host_input: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict)
     frames: dict[tuple[int, int], Any] = field(default_factory=dict)  # FrameInput per shape
     shaped: dict[tuple[int, ...], _Shaped] = field(default_factory=dict)
@@ -111,9 +123,10 @@ class TensorRtBackend(BackendBase):
         self.options = options
         self.precision = options.precision
         self.encoding, self.model_path = artifact.pick("tensorrt", options.precision)
-        self.gpu: Any = None
+        self.gpu: Any = None  # a cuda.buffers.Gpu once started
         self.plan_path: Path | None = None
-        self._engine: Any = None
+        self._engine: tensorrt.ICudaEngine | None = None
+        self._plans: TensorRtPlans | None = None
         self._slots: list[_Slot] = []
         self._next = 0
         self._input: TensorSpec | None = None
@@ -122,36 +135,49 @@ class TensorRtBackend(BackendBase):
 
     # ------------------------------------------------------------------ lifecycle
 
+    def plan_settings(self) -> PlanSettings:
+        """The settings of the plan this backend looks up (no I/O)."""
+        return plan_settings(self.options.input_size, self.artifact.input.stride,
+                             self.options.max_batch)
+
     def open(self) -> None:
         if self._engine is not None:
             return
         ok, why = available()
         if not ok:
             raise BackendUnavailableError(f"backend tensorrt: {why}")
-        import tensorrt as trt
+        from .cuda.buffers import Gpu
+        from .plan import TensorRtPlans, import_tensorrt
 
-        from ..compiler.tensorrt_plan import PlanSettings, load_engine
-        from ..engine_cache import default_state_dir
-        from .cuda.buffers import Gpu, compiled_kernel
+        trt = import_tensorrt()
+        self.start(trt, Gpu.start(), TensorRtPlans.here())
 
-        self.gpu = Gpu()
-        state_dir = self.options.state_dir or default_state_dir()
-        size = self.options.input_size
-        opt_h = min(size, _short_side(size, self.artifact.input.stride))
-        settings = PlanSettings(max_batch=self.options.max_batch, opt_hw=(opt_h, size),
-                                max_hw=(size, size))
-        with self.gpu.active():
-            self._engine, self.plan_path = load_engine(self.model_path, state_dir, settings)
-            self._describe(trt)
-            self._make_slots()
-            if self.input.dtype in (np.float32, np.float16):  # fail at start, not at frame 1
-                compiled_kernel("letterbox_f32" if self.input.dtype == np.float32
-                                else "letterbox_f16")
+    def start(self, trt: ModuleType, gpu: Gpu, plans: TensorRtPlans) -> None:
+        """What `open()` does once TensorRT and the GPU are found: load (or build) the plan,
+        describe its tensors, make the slots, load the kernel. On any failure everything made
+        so far is released and the error raised: the backend is closed, not half open."""
+        from ...config import default_state_dir
+        from .cuda.buffers import compiled_kernel
+
+        self.gpu, self._plans = gpu, plans
+        try:
+            with gpu.active():
+                loaded = plans.load(self.model_path, self.options.state_dir or default_state_dir(),
+                                    self.plan_settings())
+                self._engine, self.plan_path = loaded.value, loaded.path
+                self._describe(trt)
+                self._make_slots()
+                if self.input.dtype in (np.float32, np.float16):  # fail at start, not frame 1
+                    compiled_kernel(gpu, "letterbox_f32" if self.input.dtype == np.float32
+                                    else "letterbox_f16")
+        except BaseException:
+            self._release()
+            raise
         log.info("tensorrt %s: %s (%s) on %s, plan %s", trt.__version__, self.model_path.name,
-                 self.encoding, self.gpu.name, self.plan_path)
+                 self.encoding, gpu.name, self.plan_path)
 
-    def _describe(self, trt: Any) -> None:
-        engine = self._engine
+    def _describe(self, trt: ModuleType) -> None:
+        engine: tensorrt.ICudaEngine = self._engine
         inputs, outputs = [], []
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
@@ -163,15 +189,17 @@ class TensorRtBackend(BackendBase):
             raise ModelError(f"{self.plan_path}: expected one image input, found {inputs}")
         name = inputs[0]
         shape = tuple(None if d < 0 else int(d) for d in engine.get_tensor_shape(name))
-        dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+        dtype = numpy_dtype(trt, engine.get_tensor_dtype(name), name, self.plan_path)
         self._input = TensorSpec(name, shape, dtype)
         self._outputs = outputs
-        self._out_dtypes = [np.dtype(trt.nptype(engine.get_tensor_dtype(o))) for o in outputs]
+        self._out_dtypes = [numpy_dtype(trt, engine.get_tensor_dtype(o), o, self.plan_path)
+                            for o in outputs]
 
     def _make_slots(self) -> None:
         drv = self.gpu.drv
+        engine: tensorrt.ICudaEngine = self._engine
         dynamic = any(d is None for d in self.input.shape)
-        profiles = self._engine.num_optimization_profiles
+        profiles = engine.num_optimization_profiles
         slots = SLOTS if not dynamic or profiles >= SLOTS else 1
         if slots < SLOTS:
             log.warning("tensorrt: %s has %d optimization profile(s) for a dynamic input; "
@@ -179,31 +207,36 @@ class TensorRtBackend(BackendBase):
                         self.plan_path, profiles)
         for i in range(slots):
             stream = drv.Stream()
-            context = self._engine.create_execution_context()
+            context: tensorrt.IExecutionContext | None = engine.create_execution_context()
             if context is None:
                 raise BackendUnavailableError("tensorrt: cannot create an execution context "
                                               "(out of GPU memory?)")
             if dynamic and profiles > 1:
-                context.set_optimization_profile_async(i, stream.handle)
-            self._slots.append(_Slot(i, stream, drv.Event(), context))
+                select_profile(context, i, stream.handle, self.plan_path)
+            self._slots.append(_Slot(i, stream, self.gpu.event(), context))
 
     def close(self) -> None:
-        if self._engine is None:
-            return
-        with self.gpu.active():
-            for slot in self._slots:
-                slot.stream.synchronize()
-                for frame in slot.frames.values():
-                    frame.free()
-                for shaped in slot.shaped.values():
-                    for mem in [shaped.input, *shaped.outputs]:
-                        mem.free()
-            self._slots.clear()
-            self._letterboxes.clear()
-            self._engine = None
+        self._release()
+
+    def _release(self) -> None:
+        """Free every buffer made so far; safe at any point of a failed `start` and twice."""
+        if self.gpu is not None:
+            with self.gpu.active():
+                for slot in self._slots:
+                    slot.stream.synchronize()
+                    for frame in slot.frames.values():
+                        frame.free()
+                    for shaped in slot.shaped.values():
+                        for mem in [shaped.input, *shaped.outputs]:
+                            mem.free()
+        self._slots.clear()
+        self._letterboxes.clear()
+        self._engine = None
+        self._input = None
+        self._plans = None
+        self._next = 0
 
     # ------------------------------------------------------------------ inference
-
 
     @property
     def max_in_flight(self) -> int:
@@ -255,7 +288,7 @@ class TensorRtBackend(BackendBase):
     def _shaped(self, slot: _Slot, shape: tuple[int, ...]) -> _Shaped:
         """The slot's buffers for input `shape`, allocated on first use; sets the context's
         input shape when it changes."""
-        context = slot.context
+        context: tensorrt.IExecutionContext = slot.context
         if slot.current_shape != shape:
             if not context.set_input_shape(self.input.name, shape):
                 raise ModelError(f"{self.plan_path}: input shape {shape} is outside the plan's "
@@ -266,7 +299,7 @@ class TensorRtBackend(BackendBase):
             in_bytes = int(np.prod(shape)) * self.input.dtype.itemsize
             outs, hosts = [], []
             for name, dtype in zip(self._outputs, self._out_dtypes, strict=True):
-                out_shape = tuple(int(d) for d in context.get_tensor_shape(name))
+                out_shape = output_shape(context, name, self.plan_path)
                 hosts.append(self.gpu.alloc_host(out_shape, dtype))
                 outs.append(self.gpu.alloc_device(hosts[-1].nbytes))
             shaped = slot.shaped[shape] = _Shaped(shape, self.gpu.alloc_device(in_bytes), outs,
@@ -274,10 +307,10 @@ class TensorRtBackend(BackendBase):
         return shaped
 
     def _enqueue(self, slot: _Slot, shaped: _Shaped) -> _Handle:
-        context = slot.context
-        context.set_tensor_address(self.input.name, int(shaped.input))
+        context: tensorrt.IExecutionContext = slot.context
+        bind(context, self.input.name, int(shaped.input), self.plan_path)
         for name, mem in zip(self._outputs, shaped.outputs, strict=True):
-            context.set_tensor_address(name, int(mem))
+            bind(context, name, int(mem), self.plan_path)
         if not context.execute_async_v3(slot.stream.handle):
             raise ModelError(f"{self.plan_path}: TensorRT failed to enqueue inference "
                              f"(its log above says why)")
@@ -285,9 +318,3 @@ class TensorRtBackend(BackendBase):
             self.gpu.drv.memcpy_dtoh_async(host, mem, slot.stream)
         slot.done.record(slot.stream)
         return _Handle(self, slot, shaped)
-
-
-
-def _short_side(size: int, stride: int) -> int:
-    """The letterboxed short side of a 4:3 camera at `size` (640 -> 512): the profile's opt."""
-    return plan_letterbox(4 * size, 3 * size, size, stride=stride).dst_h

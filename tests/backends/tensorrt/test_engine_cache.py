@@ -14,18 +14,19 @@ import struct
 
 import pytest
 
-from lepton_edge.engine_cache import (
+from lepton_edge.backends.tensorrt.engine_cache import (
     EngineCache,
     PlanKey,
-    default_state_dir,
     l4t_release,
     write_atomic,
 )
+from lepton_edge.config import default_state_dir
 from lepton_edge.errors import ModelError
 
 MAGIC = b"LEPTONTESTPLAN"
+LOGGER = "lepton_edge.backends.tensorrt.engine_cache"
 
-KEY = PlanKey(onnx_sha256="a" * 64, settings={"max_batch": 1, "max_hw": [640, 640]},
+KEY = PlanKey(onnx_sha256="a" * 64, settings={"max_batch": 1, "max_hw": [640, 640]}, recipe=2,
               tensorrt_version="10.13.0", gpu_name="NVIDIA Orin", compute_capability="8.7",
               l4t_release="R36 (release), REVISION: 4.3")
 
@@ -75,6 +76,7 @@ def test_default_state_dir_prefers_systemd_then_xdg_then_home(monkeypatch, tmp_p
     {"onnx_sha256": "b" * 64},
     {"settings": {"max_batch": 2, "max_hw": [640, 640]}},
     {"settings": {"max_batch": 1, "max_hw": [640, 640], "workspace_mib": 512}},
+    {"recipe": 3},
     {"tensorrt_version": "10.13.3"},
     {"tensorrt_version": "11.0.0"},
     {"gpu_name": "NVIDIA H200"},
@@ -115,7 +117,7 @@ def test_truncated_plan_is_rebuilt_not_loaded(tmp_path, caplog):
     whole = path.read_bytes()
     path.write_bytes(whole[: len(whole) // 2])  # a copy or a write cut short
     load.seen.clear()
-    with caplog.at_level(logging.INFO, logger="lepton_edge.engine_cache"):
+    with caplog.at_level(logging.INFO, logger=LOGGER):
         again = cache.load_or_build(KEY, build, load)
     assert again.built and build.calls == 2
     assert load.seen == [whole]  # the truncated bytes never reached the deserializer
@@ -129,7 +131,7 @@ def test_corrupt_plan_of_the_right_size_is_rebuilt(tmp_path, caplog):
     data = bytearray(path.read_bytes())
     data[100] ^= 0xFF
     path.write_bytes(bytes(data))
-    with caplog.at_level(logging.WARNING, logger="lepton_edge.engine_cache"):
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
         assert cache.load_or_build(KEY, build, load).built
     assert "does not match its sidecar" in caplog.text
 
@@ -160,7 +162,7 @@ def test_plan_that_fails_to_deserialize_is_rebuilt_once(tmp_path, caplog):
         calls.append(data)
         return None if len(calls) == 1 else ByteDeserializer()(data)
 
-    with caplog.at_level(logging.WARNING, logger="lepton_edge.engine_cache"):
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
         again = cache.load_or_build(KEY, build, refuses_first)
     assert again.built and build.calls == 2 and len(calls) == 2
     assert "failed to deserialize" in caplog.text

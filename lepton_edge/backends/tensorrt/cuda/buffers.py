@@ -11,8 +11,11 @@ Design (ARCHITECTURE.md, "Zero-copy on the GPU"):
   discrete GPU the frame is uploaded once, asynchronously, on the slot's stream.
 - `CudaLetterbox` is one kernel (letterbox.cu) that reads the uint8 BGR frame and writes the
   normalized, padded, planar RGB tensor straight into the engine's input binding, float32 or
-  float16. It is compiled once per process and dtype (pycuda's SourceModule, which also keeps
-  the cubin in its on-disk cache) and launched with a prepared call.
+  float16. Its PTX ships with the package (`kernels`: compiled ahead of time by NVRTC); the
+  driver JIT-compiles it once per process (`module_from_buffer`, no nvcc, no SourceModule),
+  and it is launched with a prepared call.
+- Events are blocking-sync with timing disabled: `synchronize()` sleeps the waiting thread
+  instead of spinning a CPU core (the default flags spin), and no timestamps are taken.
 - Everything is allocated once per source shape and reused; `ALLOCATIONS` counts every
   allocation made here so the tests can prove no frame allocates.
 """
@@ -23,15 +26,14 @@ import contextlib
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ...errors import BackendUnavailableError
-from ...preprocess import PAD_VALUE, LetterboxPlan
+from ....errors import BackendUnavailableError
+from ....preprocess import PAD_VALUE, LetterboxPlan
+from . import kernels
 
-KERNEL_SOURCE = Path(__file__).with_name("letterbox.cu")
 BLOCK = (32, 8, 1)
 MODES = ("auto", "mapped", "pinned")
 
@@ -60,14 +62,26 @@ def import_pycuda() -> tuple[Any, Any]:
 
 
 class Gpu:
-    """The primary context of the first CUDA device, usable from any thread."""
+    """The primary context of a CUDA device, usable from any thread. `Gpu.start()` is the
+    first device's; the constructor takes pycuda's driver module, the context and the device
+    (what `start` passes; the CPU tests pass stand-ins)."""
 
-    def __init__(self) -> None:
-        self.drv, primary = import_pycuda()
-        self.context = primary.context
-        self.device = primary.device
-        self.name = self.device.name()
-        self.integrated = bool(self.device.get_attribute(self.drv.device_attribute.INTEGRATED))
+    def __init__(self, drv: Any, context: Any, device: Any) -> None:
+        self.drv, self.context, self.device = drv, context, device
+        self.name = str(device.name())
+        self.integrated = bool(device.get_attribute(drv.device_attribute.INTEGRATED))
+        major, minor = device.compute_capability()
+        self.compute_capability = f"{major}.{minor}"
+
+    @classmethod
+    def start(cls) -> Gpu:
+        drv, primary = import_pycuda()
+        return cls(drv, primary.context, primary.device)
+
+    def event(self) -> Any:
+        """A blocking-sync event without timing: waiting on it sleeps, it never spins."""
+        flags = self.drv.event_flags
+        return self.drv.Event(flags.BLOCKING_SYNC | flags.DISABLE_TIMING)
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
@@ -146,7 +160,8 @@ class CudaLetterbox:
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float16):
             raise ValueError(f"the letterbox kernel writes float32 or float16, not {self.dtype}")
-        self._fn = compiled_kernel("letterbox_f32" if self.dtype == np.float32 else "letterbox_f16")
+        self._fn = compiled_kernel(gpu, "letterbox_f32" if self.dtype == np.float32
+                                   else "letterbox_f16")
         p = plan
         self._grid = ((p.dst_w + BLOCK[0] - 1) // BLOCK[0], (p.dst_h + BLOCK[1] - 1) // BLOCK[1])
         # cv2.resize maps with the ratio of the sizes it was given, not the plan's scale.
@@ -166,21 +181,19 @@ class CudaLetterbox:
                                      py, scx, scy, pad)
 
 
-def compiled_kernel(name: str) -> Any:
-    """The prepared kernel `name` from letterbox.cu, compiled on first use in this process
-    (the primary context must be current)."""
+def compiled_kernel(gpu: Gpu, name: str) -> Any:
+    """The prepared kernel `name` of letterbox.cu, loaded on first use in this process from
+    the shipped PTX (the primary context must be current). No nvcc: see `kernels`."""
     with _kernels_lock:
         fn = _kernels.get(name)
         if fn is None:
-            from pycuda.compiler import SourceModule
-
+            image, origin = kernels.kernel_image(gpu.compute_capability)
             try:
-                module = SourceModule(KERNEL_SOURCE.read_text(), no_extern_c=True,
-                                      options=["-O3"])
-            except Exception as err:  # CompileError, or OSError when nvcc is missing
+                module = gpu.drv.module_from_buffer(image)
+            except Exception as err:  # pycuda's LogicError/RuntimeError from cuModuleLoadData
                 raise BackendUnavailableError(
-                    f"the CUDA letterbox kernel does not compile ({err}); pycuda needs the CUDA "
-                    f"toolkit's nvcc on PATH (on Jetson: the nvidia-cuda-dev JetPack package)"
+                    f"the CUDA driver cannot load the letterbox kernel ({origin}: {err}); it "
+                    f"needs a driver of CUDA 12.6 or newer (JetPack 6.1+)"
                 ) from err
             for kernel in ("letterbox_f32", "letterbox_f16"):
                 f = module.get_function(kernel)
@@ -207,7 +220,7 @@ class DeviceLetterbox:
             self.output = gpu.alloc_device(self.kernel.nbytes)
             self.host_out = gpu.alloc_host((3, plan.dst_h, plan.dst_w), self.kernel.dtype)
             self.stream = gpu.drv.Stream()
-            self.done = gpu.drv.Event()
+            self.done = gpu.event()
 
     def enqueue(self, image: np.ndarray) -> None:
         """Upload (pinned) and letterbox `image` on this object's stream; no copy back."""
