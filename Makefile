@@ -4,14 +4,14 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Extras for the bench/test machine; a camera installs only what it runs (deploy/install.sh).
-EXTRAS ?= compile,openvino,metrics,report,dev
+EXTRAS ?= compile,openvino,metrics,report,mqtt,http,dev
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma := ,
 CONFIG ?= deploy/bench.yaml
 ENDPOINT ?= tcp://127.0.0.1:5556
 
 .PHONY: venv run test test-slow lint faults bench engines system-deps gpu-deps clean \
-	trt-bindings kernels
+	trt-bindings kernels node-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,7 @@ system-deps:
 lint: venv
 	$(BIN)/ruff check lepton_edge tests bench
 
-test: venv system-deps lint trt-bindings
+test: venv system-deps node-deps lint trt-bindings
 	$(BIN)/python -m pytest -q -ra -m "not slow"
 
 # NVIDIA's TensorRT Python bindings (10.3, 10.13, 11.4; ~1.2 MB wheels) and the stub libraries
@@ -47,6 +47,10 @@ trt-bindings: venv
 
 # Rebuilds the shipped letterbox PTX (sm_72, sm_87, sm_90) from letterbox.cu with the pinned
 # NVRTC (dev extra); a test checks the committed PTX equals a fresh build.
+# The `zeromq` npm package for the README's Node.js example test, into .node/ (skips without npm).
+node-deps:
+	@bash scripts/install-node-deps.sh
+
 kernels: venv
 	$(BIN)/python -m lepton_edge.backends.tensorrt.cuda.kernels
 
