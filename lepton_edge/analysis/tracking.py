@@ -2,9 +2,12 @@
 
 Why ByteTrack (`trackers` 2.1) over norfair: on the TUD-Campus ground truth that `motmetrics`
 ships, with detections derived from it (5% jitter, 10% misses, 0.3 false positives a frame, 5
-seeds), ByteTrack scored IDF1 0.903 / MOTA 0.867 at 25 fps and 0.806 / 0.726 at 5 fps (tuned),
-norfair (IoU or size-normalised distance) 0.92 / 0.84 at 25 fps but at most 0.50 / 0.04 at 5 fps,
-at 0.3-0.5 ms against 0.6-0.9 ms a frame. norfair 2.3 also pins numpy < 2. `trackers` >= 2.2
+seeds), the bare libraries scored: ByteTrack IDF1 0.903 / MOTA 0.867 at 25 fps and 0.806 /
+0.726 at 5 fps (tuned); norfair (IoU or size-normalised distance, tuned) 0.92 / 0.84 at 25 fps
+but at most 0.50 / 0.04 at 5 fps (its coasting estimates become false positives), at 0.3-0.5 ms
+against 0.6-0.9 ms a frame. norfair 2.3 also pins numpy < 2. Through this wrapper (with its
+confirmation, 5 seeds): library defaults 0.905 / 0.870 (25 fps), 0.777 /
+0.688 (5 fps); these defaults 0.908 / 0.875 and 0.807 / 0.720 (tests/analysis/test_tracking.py). `trackers` >= 2.2
 requires the GUI build of OpenCV (`opencv-python`), which clashes with the headless build a
 camera box runs, hence the pin below 2.2.
 
@@ -43,11 +46,13 @@ class TrackConfig(BaseModel):
     # and truck): merged by class-agnostic NMS at `group_iou`, tracked as one.
     class_groups: tuple[tuple[str, ...], ...] = DEFAULT_GROUPS
     group_iou: Annotated[float, Field(gt=0, le=1)] = 0.6
-    confirm_frames: Annotated[int, Field(ge=1, le=100)] = 3
+    # Frames seen before a track is confirmed (gets its id on `det.`, may become an event);
+    # at least 2 in effect: ByteTrack numbers a track from its second frame.
+    confirm_frames: Annotated[int, Field(ge=1, le=100)] = 2
     timeout_s: Annotated[float, Field(gt=0, le=600)] = 3.0
     # ByteTrack settings (trackers.ByteTrackTracker); the defaults are the tuned ones, the
     # library's are 0.7 / 0.6 / 30 (see the module docstring for the figures).
-    activation_score: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    activation_score: Annotated[float, Field(gt=0, lt=1)] = 0.6
     high_score: Annotated[float, Field(gt=0, lt=1)] = 0.5
     min_iou: Annotated[float, Field(ge=0, lt=1)] = 0.1
     lost_buffer: Annotated[int, Field(ge=1, le=10_000)] = 60
@@ -176,7 +181,11 @@ class Tracker:
 
     def _confirmed(self, track_id: int) -> bool:
         tr = self.tracks.get(int(track_id))
-        return tr is not None and tr.hits >= self.cfg.confirm_frames
+        return tr is not None and self._is_confirmed(tr)
+
+    def _is_confirmed(self, tr: Track) -> bool:
+        # ByteTrack gives a new track its id on its second frame: the first counts as seen.
+        return tr.hits + 1 >= self.cfg.confirm_frames
 
     def _observe(self, group: int, lib_id: int, dets: Detections, i: int, t: float) -> int:
         key = (group, lib_id)
@@ -197,7 +206,7 @@ class Tracker:
         return tid
 
     def confirmed(self) -> list[Track]:
-        return [tr for tr in self.tracks.values() if tr.hits >= self.cfg.confirm_frames]
+        return [tr for tr in self.tracks.values() if self._is_confirmed(tr)]
 
     def expire(self, t: float) -> list[Track]:
         """Remove and return the tracks unseen for `timeout_s`."""
@@ -208,7 +217,7 @@ class Tracker:
 
     def active(self, t: float) -> bool:
         """A track still forming or moving: the motion gate keeps inferring."""
-        return any(tr.hits < self.cfg.confirm_frames or tr.moved(t, self.cfg.stationary_s)
+        return any(not self._is_confirmed(tr) or tr.moved(t, self.cfg.stationary_s)
                    for tr in self.tracks.values())
 
     def reset(self) -> list[Track]:

@@ -42,9 +42,10 @@ class ZoneConfig(_Strict):
 
 
 class LineConfig(_Strict):
-    """One line of `lines:`. Crossing from the left of points[0] -> points[1] (seen in the
-    image, y down) to its right counts as `in` when in_side is "right" (the default), and the
-    other way round as `out`. confirm_frames: frames on the new side before a crossing counts."""
+    """One line of `lines:`. "right" is the right hand of someone walking on the image from
+    points[0] to points[1] (a line drawn top to bottom: right is the image's left). Crossing to
+    `in_side` counts as `in`, the other way as `out`. confirm_frames: consecutive frames on the
+    new side before a crossing counts; a crossing beyond the segment's ends is not counted."""
 
     id: ID
     points: tuple[Point, Point]
