@@ -2,7 +2,8 @@
 `event.<camera>`, with the best snapshot.
 
 A track becomes an event once it is confirmed, its median score over its last frames reaches
-the threshold of its label, its box is at least the minimum area of its label and (when
+the threshold of its label, its box is at least the minimum area of its label, it has moved
+`min_travel` box heights from where it was first seen (a parked car is no alarm) and (when
 `required_zones` is set) it counts as inside one of those zones. Updates go out only on a
 change that matters: the zones it is in, a line crossed, a better snapshot (at most every
 `snapshot_interval_s`). An event ends with a reason: "left" (the track was unseen for the
@@ -39,6 +40,10 @@ class EventsConfig(BaseModel):
     min_area: Annotated[float, Field(ge=0)] = 0.0  # box area in source pixels
     min_areas: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
     required_zones: tuple[str, ...] = ()
+    # How far (in its own box heights) a track must have moved from where it was first seen
+    # before it can become an event: a car parked since the camera started, a statue or a
+    # poster detected as a person never alarm. 0: no such filter.
+    min_travel: Annotated[float, Field(ge=0, le=100)] = 0.5
     max_duration_s: Annotated[float, Field(gt=0)] | None = None
     snapshot_interval_s: Annotated[float, Field(ge=0)] = 1.0
 
@@ -126,7 +131,7 @@ class EventBook:
         x1, y1, x2, y2 = (float(v) for v in tr.box)
         if (x2 - x1) * (y2 - y1) < self.cfg.area(label):
             return False
-        if tr.median_score < self.cfg.threshold(label):
+        if tr.median_score < self.cfg.threshold(label) or tr.travel < self.cfg.min_travel:
             return False
         return not self.cfg.required_zones or bool(set(hist.zones) & set(self.cfg.required_zones))
 

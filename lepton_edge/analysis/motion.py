@@ -38,7 +38,7 @@ class MotionConfig(BaseModel):
     alpha: Annotated[float, Field(gt=0, le=1)] = 0.02
     recalibrate_fraction: Annotated[float, Field(gt=0, le=1)] = 0.5
     calibration_frames: Annotated[int, Field(ge=1, le=100)] = 3
-    keepalive_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    keepalive_s: Annotated[float, Field(gt=0, le=3600)] = 3.0
 
 
 class MotionDetector:

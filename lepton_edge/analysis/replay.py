@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..artifact import load_artifact
+from ..artifact import Artifact, load_artifact
 from ..backends import BackendOptions, create_backend
 from ..decode import DecodeSettings, get_decoder
 from ..detections import Detections
@@ -88,27 +88,48 @@ def detect_clip(clip: str | Path, model: str | Path = "engines/yolov8n", *,
         path = cache / f"{clip.stem}-{_key(clip, model, backend, precision, settings)}.npz"
         if path.is_file():
             return _load(path, tuple(artifact.classes))
-    be = create_backend(backend, artifact, BackendOptions(precision=precision, threads=threads))
-    decode = get_decoder(artifact.family)
-    frames: list[Detections] = []
-    be.open()
-    try:
-        box = tensor = None
-        for frame in frames_of(clip):
-            if box is None:
-                plan = plan_letterbox(frame.shape[1], frame.shape[0], 640,
-                                      stride=artifact.input.stride)
-                box = Letterbox(plan, be.input.dtype, be.input.layout)
-                tensor = box.new_buffer()
-            box(frame, tensor[0])
-            out = be.submit(tensor).wait()[0][0]
-            frames.append(decode(out, box.plan, settings))
-    finally:
-        be.close()
+    with Detector(artifact, backend=backend, precision=precision, threads=threads,
+                  settings=settings) as detect:
+        frames = [detect(frame) for frame in frames_of(clip)]
     result = ClipDetections(tuple(frames), tuple(artifact.classes), clip_fps(clip))
     if path is not None:
         _save(path, result)
     return result
+
+
+class Detector:
+    """The bundled model on one frame at a time: letterbox, infer, decode (a context manager)."""
+
+    def __init__(self, artifact: Artifact | str | Path, *, backend: str = "onnxruntime",
+                 precision: str = "fp32", threads: int = 2,
+                 settings: DecodeSettings = DEFAULT_DECODE) -> None:
+        self.artifact = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+        self.labels = tuple(self.artifact.classes)
+        self._backend = create_backend(backend, self.artifact,
+                                       BackendOptions(precision=precision, threads=threads))
+        self._decode = get_decoder(self.artifact.family)
+        self._settings = settings
+        self._box: Letterbox | None = None
+        self._tensor: np.ndarray | None = None
+
+    def __enter__(self) -> Detector:
+        self._backend.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._backend.close()
+
+    def __call__(self, frame: np.ndarray) -> Detections:
+        if self._box is None or self._box.plan.src_w != frame.shape[1] \
+                or self._box.plan.src_h != frame.shape[0]:
+            plan = plan_letterbox(frame.shape[1], frame.shape[0], 640,
+                                  stride=self.artifact.input.stride)
+            self._box = Letterbox(plan, self._backend.input.dtype, self._backend.input.layout)
+            self._tensor = self._box.new_buffer()
+        assert self._tensor is not None
+        self._box(frame, self._tensor[0])
+        out = self._backend.submit(self._tensor).wait()[0][0]
+        return self._decode(out, self._box.plan, self._settings)
 
 
 def _save(path: Path, d: ClipDetections) -> None:

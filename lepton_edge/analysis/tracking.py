@@ -6,10 +6,11 @@ seeds), the bare libraries scored: ByteTrack IDF1 0.903 / MOTA 0.867 at 25 fps a
 0.726 at 5 fps (tuned); norfair (IoU or size-normalised distance, tuned) 0.92 / 0.84 at 25 fps
 but at most 0.50 / 0.04 at 5 fps (its coasting estimates become false positives), at 0.3-0.5 ms
 against 0.6-0.9 ms a frame. norfair 2.3 also pins numpy < 2. Through this wrapper (with its
-confirmation, 5 seeds): library defaults 0.905 / 0.870 (25 fps), 0.777 /
-0.688 (5 fps); these defaults 0.908 / 0.875 and 0.807 / 0.720 (tests/analysis/test_tracking.py). `trackers` >= 2.2
-requires the GUI build of OpenCV (`opencv-python`), which clashes with the headless build a
-camera box runs, hence the pin below 2.2.
+confirmation, 5 seeds): library defaults 0.905 / 0.870 (25 fps), 0.777 / 0.688 (5 fps);
+these defaults 0.908 / 0.875 and 0.807 / 0.720 (tests/analysis/test_tracking.py).
+
+`trackers` >= 2.2 requires the GUI build of OpenCV (`opencv-python`), which clashes with the
+headless build a camera box runs, hence the pin below 2.2.
 
 On top of the library: one ByteTrack per class group (classes that overlap as one object, e.g.
 car/truck/bus, are first merged by class-agnostic NMS, so one vehicle is one track), global
@@ -49,7 +50,9 @@ class TrackConfig(BaseModel):
     # Frames seen before a track is confirmed (gets its id on `det.`, may become an event);
     # at least 2 in effect: ByteTrack numbers a track from its second frame.
     confirm_frames: Annotated[int, Field(ge=1, le=100)] = 2
-    timeout_s: Annotated[float, Field(gt=0, le=600)] = 3.0
+    # Seconds unseen before a track ends; longer than motion.keepalive_s, or a stationary
+    # object on a still scene would end between two inferred frames.
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = 5.0
     # ByteTrack settings (trackers.ByteTrackTracker); the defaults are the tuned ones, the
     # library's are 0.7 / 0.6 / 30 (see the module docstring for the figures).
     activation_score: Annotated[float, Field(gt=0, lt=1)] = 0.6
@@ -72,6 +75,8 @@ class Track:
     hits: int = 0
     labels: Counter[str] = field(default_factory=Counter)
     path: deque[tuple[float, float, float]] = field(default_factory=lambda: deque(maxlen=64))
+    origin: tuple[float, float] | None = None
+    travel: float = 0.0  # farthest its bottom centre got from where it was first seen, in heights
 
     @property
     def label(self) -> str:
@@ -91,8 +96,6 @@ class Track:
 
     def moved(self, t: float, window_s: float) -> bool:
         """Whether its bottom centre moved over 10% of its box height in the last `window_s`."""
-        if t - self.first_t < window_s:
-            return True
         x, y = self.bottom_centre
         h = float(self.box[3] - self.box[1])
         return any(abs(x - px) + abs(y - py) > 0.1 * h for pt, px, py in self.path
@@ -203,6 +206,10 @@ class Tracker:
                   else str(dets.class_id[i])] += 1
         x, y = tr.bottom_centre
         tr.path.append((t, x, y))
+        if tr.origin is None:
+            tr.origin = (x, y)
+        h = max(1.0, float(tr.box[3] - tr.box[1]))
+        tr.travel = max(tr.travel, float(np.hypot(x - tr.origin[0], y - tr.origin[1])) / h)
         return tid
 
     def confirmed(self) -> list[Track]:
@@ -216,8 +223,11 @@ class Tracker:
         return gone
 
     def active(self, t: float) -> bool:
-        """A track still forming or moving: the motion gate keeps inferring."""
-        return any(not self._is_confirmed(tr) or tr.moved(t, self.cfg.stationary_s)
+        """A track seen lately that is still forming or moving: the motion gate keeps
+        inferring every frame (a stationary one is left to the keepalive)."""
+        window = self.cfg.stationary_s
+        return any(t - tr.last_t <= window
+                   and (not self._is_confirmed(tr) or tr.moved(t, window))
                    for tr in self.tracks.values())
 
     def reset(self) -> list[Track]:

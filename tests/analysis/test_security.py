@@ -128,7 +128,8 @@ def test_parked_van_seen_as_car_and_truck_is_one_track_and_one_event(
     assert doubled >= 5  # the model reports the van as both on some frames
     # Low thresholds (activation and event score 0.3) so the car boxes (0.35-0.45) count.
     low: dict[str, Any] = {"track": {"classes": ["car", "truck", "bus"], "activation_score": 0.3,
-                                     "high_score": 0.3}, "events": {"min_score": 0.3}}
+                                     "high_score": 0.3},
+                           "events": {"min_score": 0.3, "min_travel": 0}}
     per_class: dict[str, Any] = {**low, "track": {**low["track"], "class_groups": []}}
     grouped_ids, grouped_events = _van_summary(run(vtest_dets, low)[0])
     split_ids, split_events = _van_summary(run(vtest_dets, per_class)[0])
