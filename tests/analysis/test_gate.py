@@ -37,8 +37,9 @@ def test_event_recall_rule(reference: list[dict[str, Any]], gated: list[dict[str
 
 
 def test_an_event_never_ended_runs_to_its_last_message() -> None:
-    ref = ev("a", "person", 0, 10)[:1] + [{"event_id": "a", "label": "person", "type": "update",
-                                           "ts": 9.0, "ts_start": 0, "ts_end": None}]
+    update = {"event_id": "a", "label": "person", "type": "update", "ts": 9.0, "ts_start": 0,
+              "ts_end": None}
+    ref = [*ev("a", "person", 0, 10)[:1], update]
     assert event_recall(ref, ev("x", "person", 8, 12)) == 1.0
 
 

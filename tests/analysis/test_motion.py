@@ -5,6 +5,7 @@ inferred."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,11 +23,14 @@ from ..conftest import BIKES, ENGINE, VTEST
 FPS = 10.0
 
 
+@functools.cache
 def background(clip: Path, samples: int = 25) -> np.ndarray:
     """The clip's static scene: the per-pixel median of frames spread over the clip."""
     frames = list(frames_of(clip))
     picks = np.linspace(0, len(frames) - 1, samples).astype(int)
-    return np.median(np.stack([frames[i] for i in picks]), axis=0).astype(np.uint8)
+    bg = np.median(np.stack([frames[i] for i in picks]), axis=0).astype(np.uint8)
+    bg.flags.writeable = False
+    return bg
 
 
 def still_scene(bg: np.ndarray, n: int, seed: int = 0) -> Iterator[np.ndarray]:

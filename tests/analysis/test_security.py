@@ -202,3 +202,12 @@ def test_analysis_cost_per_frame(vtest_run: tuple[ReplayResult, Any, SnapshotSto
     print(f"analyse() on vtest, tracking + 2 zones + 1 line + events: p50 {np.median(ms):.2f} ms,"
           f" p99 {np.percentile(ms, 99):.2f} ms, mean {ms.mean():.2f} ms over {ms.size} frames")
     assert np.median(ms) < 15.0  # against ~50 ms of inference a frame on this CPU
+
+
+def test_vtest_fragmented_tracks_are_few(
+        vtest_run: tuple[ReplayResult, Any, SnapshotStore]) -> None:
+    from .fragments import fragments
+
+    f = fragments(vtest_run[0].tracked, 768, 576, fps=10.0)
+    print(f"vtest confirmed tracks and fragments (re-born near a lost track): {f}")
+    assert f["fragments"] <= 0.2 * f["tracks"]
