@@ -10,8 +10,9 @@ objects). Track ids are not compared: the two runs see different frames, so thei
 number tracks differently. Recall of no reference events is 1.0.
 
 `python -m lepton_edge.analysis.gate --clip samples/vtest.avi --config analysis.yaml` prints
-the recall, the events of each run and the fraction of frames the gated run inferred. The
-config holds one camera's analysis keys (detect, motion, track, zones, lines, events).
+the recall, the events of each run and the fraction of frames the gated run inferred, and exits
+1 below `--min-recall` (0.98). The config holds one camera's analysis keys (detect, motion,
+track, zones, lines, events), or is a daemon config (`--camera ID`, default the first).
 """
 
 from __future__ import annotations
@@ -93,9 +94,13 @@ def gate(clip: Path, cfg: SecurityConfig, dets: ClipDetections) -> dict[str, Any
             "recall": round(event_recall(ref.payloads(), got.payloads()), 4)}
 
 
-def load_analysis_config(path: Path) -> SecurityConfig:
+def load_analysis_config(path: Path, camera: str | None = None) -> SecurityConfig:
+    """The analysis keys of a YAML file: a mapping of them, or a daemon config whose camera
+    `camera` (default: the first) holds them."""
     try:
         data = yaml.safe_load(path.read_text()) or {}
+        if isinstance(data, dict) and "cameras" in data:
+            data = _camera(path, data["cameras"], camera)
         return SecurityConfig.model_validate(data)
     except OSError as err:
         raise ConfigError(f"{path}: cannot read ({err.strerror})") from err
@@ -107,18 +112,30 @@ def load_analysis_config(path: Path) -> SecurityConfig:
         raise ConfigError(f"{path}: {key or '(top level)'}: {first['msg']}") from err
 
 
+def _camera(path: Path, cameras: Any, camera: str | None) -> dict[str, Any]:
+    if not isinstance(cameras, list) or not cameras:
+        raise ConfigError(f"{path}: cameras: expected a list of cameras")
+    picked = cameras[0] if camera is None else next(
+        (c for c in cameras if isinstance(c, dict) and c.get("id") == camera), None)
+    if not isinstance(picked, dict):
+        ids = [c.get("id") for c in cameras if isinstance(c, dict)]
+        raise ConfigError(f"{path}: no camera {camera!r} (cameras: {ids}); pass --camera ID")
+    return {k: v for k, v in picked.items() if k in SecurityConfig.model_fields}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lepton_edge.analysis.gate",
                                  description="event recall of a gated run against ungated")
     ap.add_argument("--clip", required=True, type=Path)
     ap.add_argument("--config", required=True, type=Path,
                     help="YAML with one camera's analysis keys (detect, motion, events, ...)")
+    ap.add_argument("--camera", help="with a daemon config: the camera whose keys to use")
     ap.add_argument("--model", default="engines/yolov8n", type=Path)
     ap.add_argument("--min-recall", type=float, default=0.98)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     try:
-        cfg = load_analysis_config(args.config)
+        cfg = load_analysis_config(args.config, args.camera)
         result = gate(args.clip, cfg, detect_clip(args.clip, args.model))
     except LeptonError as err:
         print(f"error: {err}", file=sys.stderr)

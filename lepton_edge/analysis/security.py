@@ -6,8 +6,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -196,12 +194,3 @@ def build_security_analyser(camera_id: str, cfg: Any, emit: Emit,
     """The analyser of one camera. cfg: a `Camera` with the analysis fields, or a
     SecurityConfig; labels: the model's class names (else taken from each FrameResult)."""
     return SecurityAnalyser(camera_id, security_config(cfg), emit, snapshot_store, labels)
-
-
-def snapshot_store(state_dir: str | Path, max_count: int = 1000,
-                   max_bytes: int = 200 * 1024 * 1024) -> SnapshotStore:
-    """The store every camera of a daemon shares: <state_dir>/snapshots."""
-    return SnapshotStore(Path(state_dir) / "snapshots", max_count=max_count, max_bytes=max_bytes)
-
-
-Factory = Callable[[str, Any, Emit, "SnapshotStore | None"], SecurityAnalyser]

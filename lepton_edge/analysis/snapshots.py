@@ -31,6 +31,15 @@ class SnapshotConfig(BaseModel):
     min_gain: Annotated[float, Field(ge=0, le=1)] = 0.05
 
 
+class SnapshotRetention(BaseModel):
+    """`snapshots:` of the daemon (one store for every camera, <state_dir>/snapshots)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_count: Annotated[int, Field(ge=1, le=10_000_000)] = 1000
+    max_bytes: Annotated[int, Field(ge=1)] = 200 * 1024 * 1024
+
+
 class SnapshotStore:
     """JPEG files in one directory, oldest removed first past `max_count` files or `max_bytes`.
     Thread-safe: the analyser writes, the HTTP API reads."""
@@ -43,6 +52,12 @@ class SnapshotStore:
         self.directory = Path(directory)
         self.max_count, self.max_bytes = max_count, max_bytes
         self._lock = threading.Lock()
+
+    @classmethod
+    def in_state_dir(cls, state_dir: str | Path,
+                     retention: SnapshotRetention | None = None) -> SnapshotStore:
+        r = retention or SnapshotRetention()
+        return cls(Path(state_dir) / "snapshots", max_count=r.max_count, max_bytes=r.max_bytes)
 
     def save(self, name: str, image: np.ndarray, quality: int = 80) -> Path:
         """Write (or replace) `name` atomically, then apply retention (never to `name`)."""

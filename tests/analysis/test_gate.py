@@ -83,3 +83,20 @@ def test_cli_bad_config_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["--clip", str(VTEST), "--config", str(cfg)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "motion.threshold" in err
+
+
+def test_analysis_keys_from_a_daemon_config_camera(tmp_path: Path) -> None:
+    import yaml
+
+    from lepton_edge.analysis.gate import load_analysis_config
+    from lepton_edge.errors import ConfigError
+
+    cfg = tmp_path / "daemon.yaml"
+    cfg.write_text(yaml.safe_dump({"model": "engines/yolov8n", "cameras": [
+        {"id": "a", "url": "x.mp4"},
+        {"id": "b", "url": "y.mp4", "motion": {"threshold": 40}, "detect": {"fps": 5}}]}))
+    got = load_analysis_config(cfg, "b")
+    assert got.motion is not None and got.motion.threshold == 40 and got.detect.fps == 5
+    assert load_analysis_config(cfg).motion is None
+    with pytest.raises(ConfigError, match="no camera 'c'"):
+        load_analysis_config(cfg, "c")

@@ -63,3 +63,12 @@ def test_path_refuses_what_is_not_a_snapshot_name(tmp_path: Path, name: str) -> 
 def test_bad_limits_are_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="max_count"):
         SnapshotStore(tmp_path, max_count=0)
+
+
+def test_store_in_state_dir_with_retention(tmp_path: Path, frame: np.ndarray) -> None:
+    from lepton_edge.analysis.snapshots import SnapshotRetention
+
+    store = SnapshotStore.in_state_dir(tmp_path, SnapshotRetention(max_count=1))
+    _save(store, "a.jpg", frame, 10**9)
+    _save(store, "b.jpg", frame, 2 * 10**9)
+    assert store.directory == tmp_path / "snapshots" and store.names() == ["b.jpg"]
