@@ -96,18 +96,24 @@ class FrameGate:
         self.detect = detect
         self.motion = None if motion is None or not motion.enabled else MotionDetector(motion)
         self.keepalive_s = motion.keepalive_s if motion is not None else 0.0
-        self._last_rate_t: float | None = None
+        self._next_t: float | None = None
         self._last_inferred_t: float | None = None
         self.stats = GateStats()
 
+    def _due(self, t: float, period: float) -> bool:
+        """The detect rate on average, not per gap: 25 fps at fps 10 keeps frames 0, 3, 5, 8,
+        10... (10 a second), where 'at least 0.1 s apart' would keep every third (8.3)."""
+        if self._next_t is not None and t < self._next_t - 0.05 * period:
+            return False
+        late = self._next_t is None or t - self._next_t >= period
+        self._next_t = (t if late else self._next_t) + period  # type: ignore[operator]
+        return True
+
     def admit(self, image: np.ndarray, t: float, tracks_active: bool) -> bool:
         self.stats.seen += 1
-        # 5% slack so a 25 fps camera at detect.fps 5 keeps every 5th frame despite jitter.
-        fps = self.detect.fps
-        if fps is not None and self._last_rate_t is not None and t - self._last_rate_t < 0.95 / fps:
+        if self.detect.fps is not None and not self._due(t, 1.0 / self.detect.fps):
             self.stats.skipped_rate += 1
             return False
-        self._last_rate_t = t
         if self.motion is not None:
             moving = self.motion(image)  # always, so the average follows the scene
             due = self._last_inferred_t is None or t - self._last_inferred_t >= self.keepalive_s

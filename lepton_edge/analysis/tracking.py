@@ -61,6 +61,10 @@ class TrackConfig(BaseModel):
     lost_buffer: Annotated[int, Field(ge=1, le=10_000)] = 60
     score_window: Annotated[int, Field(ge=1, le=100)] = 10
     stationary_s: Annotated[float, Field(gt=0, le=600)] = 2.0
+    # Buffered IoU (C-BIoU): boxes are matched grown by this fraction of their size on each
+    # side, so a fast object still overlaps its last position at a low detect rate. The
+    # published boxes are the detector's own.
+    buffer: Annotated[float, Field(ge=0, le=5)] = 0.0
 
 
 @dataclass
@@ -112,6 +116,14 @@ def _bytetrack(cfg: TrackConfig) -> Any:
                             track_activation_threshold=cfg.activation_score,
                             minimum_consecutive_frames=1, minimum_iou_threshold=cfg.min_iou,
                             high_conf_det_threshold=cfg.high_score)
+
+
+def _grow(xyxy: np.ndarray, buffer: float) -> np.ndarray:
+    xyxy = xyxy.astype(np.float32)
+    if buffer <= 0:
+        return xyxy
+    wh = (xyxy[:, 2:] - xyxy[:, :2]) * buffer
+    return np.concatenate([xyxy[:, :2] - wh, xyxy[:, 2:] + wh], axis=1)
 
 
 def merge_groups(dets: Detections, labels: Sequence[str],
@@ -172,7 +184,7 @@ class Tracker:
             if engine is None:
                 engine = self._engines[g] = _bytetrack(self.cfg)
             out = engine.update(sv.Detections(
-                xyxy=dets.xyxy[sel].astype(np.float32), confidence=dets.score[sel],
+                xyxy=_grow(dets.xyxy[sel], self.cfg.buffer), confidence=dets.score[sel],
                 class_id=dets.class_id[sel].astype(int), data={"i": sel}))
             if len(out) == 0:
                 continue

@@ -92,3 +92,20 @@ def test_keepalive_infers_a_still_scene_every_interval() -> None:
     kept = [i for i in range(100) if gate.admit(img, i / 10.0, False)]
     assert kept == list(range(0, 100, 20))
     assert gate.admit(img, 10.05, True)  # a moving track: inferred regardless
+
+
+def test_detect_rate_is_kept_on_average() -> None:
+    gate = FrameGate(DetectConfig(fps=10), None)
+    img = np.zeros((10, 10, 3), np.uint8)
+    kept = [i for i in range(250) if gate.admit(img, i / 25.0, False)]
+    assert len(kept) == 100  # 10 a second over 10 s of 25 fps, not every third frame (84)
+
+
+def test_buffered_iou_option_is_validated() -> None:
+    from pydantic import ValidationError
+
+    from lepton_edge.analysis.tracking import TrackConfig
+
+    assert TrackConfig(buffer=0.5).buffer == 0.5
+    with pytest.raises(ValidationError):
+        TrackConfig(buffer=-1)
