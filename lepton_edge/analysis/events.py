@@ -115,7 +115,7 @@ Snap = Callable[[str, np.ndarray, np.ndarray, str], "str | None"]
 class EventBook:
     """Open events of one camera, keyed by track id."""
 
-    def __init__(self, camera: str, cfg: EventsConfig, emit: Callable[[Event], None],
+    def __init__(self, camera: str, cfg: EventsConfig, emit: Callable[[Any], None],
                  snap: Snap | None = None, min_gain: float = 0.05) -> None:
         self.camera, self.cfg, self._emit, self._snap = camera, cfg, emit, snap
         self.min_gain = min_gain

@@ -72,8 +72,8 @@ class MotionDetector:
             self._calibrating = self.cfg.calibration_frames
             self.recalibrations += 1
             return False
-        mask = cv2.dilate(mask, self._kernel, iterations=2)
-        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        grown = cv2.dilate(mask, self._kernel, iterations=2)
+        contours, _ = cv2.findContours(grown, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         return any(cv2.contourArea(c) > self.cfg.contour_area for c in contours)
 
 

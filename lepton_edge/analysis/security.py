@@ -3,6 +3,7 @@ events with snapshots, composed as one `CameraAnalyser` (lepton_edge.results).""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import threading
 import time
@@ -192,5 +193,19 @@ def build_security_analyser(camera_id: str, cfg: Any, emit: Emit,
                             snapshot_store: SnapshotStore | None,
                             labels: tuple[str, ...] = ()) -> SecurityAnalyser:
     """The analyser of one camera. cfg: a `Camera` with the analysis fields, or a
-    SecurityConfig; labels: the model's class names (else taken from each FrameResult)."""
-    return SecurityAnalyser(camera_id, security_config(cfg), emit, snapshot_store, labels)
+    SecurityConfig; labels: the model's class names (else taken from each FrameResult).
+
+    Raises ConfigError when tracking is asked for (track, zones, lines or events configured)
+    and the `trackers` package is missing; with nothing configured, tracking is left off with
+    a warning instead (today's behaviour: boxes without track ids)."""
+    config = security_config(cfg)
+    if config.track.enabled and importlib.util.find_spec("trackers") is None:
+        asked = "track" in config.model_fields_set or config.zones or config.lines or config.events
+        if asked:
+            raise ConfigError(f"cameras[{camera_id}]: tracking needs the `trackers` package; "
+                              "install the extra: pip install 'lepton-edge[analysis]'")
+        log.warning("%s: no track ids: the `trackers` package is not installed "
+                    "(pip install 'lepton-edge[analysis]')", camera_id)
+        config = config.model_copy(update={"track": config.track.model_copy(
+            update={"enabled": False})})
+    return SecurityAnalyser(camera_id, config, emit, snapshot_store, labels)

@@ -192,7 +192,7 @@ class Tracker:
                 if lib_id is None or lib_id < 0:
                     continue
                 ids[int(i)] = self._observe(g, int(lib_id), dets, int(i), t)
-        return dets.with_tracks(np.where([self._confirmed(i) for i in ids], ids, -1))
+        return dets.with_tracks(np.where([self._confirmed(int(i)) for i in ids], ids, -1))
 
     def _confirmed(self, track_id: int) -> bool:
         tr = self.tracks.get(int(track_id))

@@ -12,8 +12,6 @@ from lepton_edge.analysis.replay import ClipDetections
 
 from ..conftest import BIKES, ENGINE, REPO, VTEST
 
-pytest.importorskip("trackers", reason="tracking needs the analysis extra (trackers)")
-
 
 def _detect(clip: Path) -> ClipDetections:
     from lepton_edge.analysis.replay import detect_clip

@@ -14,6 +14,8 @@ from lepton_edge.analysis.security import SecurityConfig
 from ..conftest import BIKES, ENGINE, VTEST
 from .test_security import VTEST_ANALYSIS
 
+pytest.importorskip("trackers", reason="tracking needs the analysis extra (trackers)")
+
 
 def ev(event_id: str, label: str, start: float, end: float) -> list[dict[str, Any]]:
     return [{"event_id": event_id, "label": label, "type": "start", "ts": start,

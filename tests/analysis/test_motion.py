@@ -48,6 +48,7 @@ def still_scene(bg: np.ndarray, n: int, seed: int = 0) -> Iterator[np.ndarray]:
 
 @pytest.mark.parametrize("clip", [VTEST, BIKES], ids=["vtest", "bikes"])
 def test_still_scene_gives_no_events_and_little_inference(clip: Path) -> None:
+    pytest.importorskip("trackers", reason="tracking needs the analysis extra (trackers)")
     cfg = SecurityConfig.model_validate({"motion": {}, "events": {}})
     events: list[object] = []
     n = 300  # 30 s at 10 fps

@@ -24,6 +24,8 @@ from lepton_edge.results import FrameResult
 
 from ..conftest import VTEST
 
+pytest.importorskip("trackers", reason="tracking needs the analysis extra (trackers)")
+
 # vtest.avi (768x576): the walkway runs left to right; the line is drawn across it.
 VTEST_ANALYSIS: dict[str, Any] = {
     "track": {"classes": ["person", "bicycle", "car", "truck", "bus", "motorcycle"]},

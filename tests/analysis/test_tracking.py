@@ -9,6 +9,8 @@ import pytest
 from lepton_edge.analysis.tracking import TrackConfig, Tracker, merge_groups
 from lepton_edge.detections import Detections
 
+pytest.importorskip("trackers", reason="tracking needs the analysis extra (trackers)")
+
 LABELS = ("person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck")
 
 
