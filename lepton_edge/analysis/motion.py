@@ -55,7 +55,9 @@ class MotionDetector:
         h, w = image.shape[:2]
         size = (max(1, round(w * self.cfg.frame_height / h)), self.cfg.frame_height)
         gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-        small = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+        # INTER_LINEAR as Frigate: 0.1 ms at 768x576 against 1 ms for INTER_AREA; the blur
+        # below averages the sensor noise that area resampling would have.
+        small = cv2.resize(gray, size, interpolation=cv2.INTER_LINEAR)
         return cv2.GaussianBlur(small, (3, 3), 0).astype(np.float32)
 
     def __call__(self, image: np.ndarray) -> bool:
