@@ -44,7 +44,8 @@ class ZoneConfig(_Strict):
 class LineConfig(_Strict):
     """One line of `lines:`. "right" is the right hand of someone walking on the image from
     points[0] to points[1] (a line drawn top to bottom: right is the image's left). Crossing to
-    `in_side` counts as `in`, the other way as `out`. confirm_frames: consecutive frames on the
+    `in_side` counts as `in`, the other way as `out`, each at most once per track (a track that
+    crosses and comes back counts one in and one out). confirm_frames: consecutive frames on the
     new side before a crossing counts; a crossing beyond the segment's ends is not counted."""
 
     id: ID
@@ -52,6 +53,9 @@ class LineConfig(_Strict):
     in_side: Literal["left", "right"] = "right"
     classes: tuple[str, ...] | None = None
     confirm_frames: Annotated[int, Field(ge=1, le=100)] = 3
+    # A dead band either side of the line, as a fraction of the frame's diagonal: a position
+    # closer than this keeps the side it had (someone walking along the line never flips).
+    margin: Annotated[float, Field(ge=0, le=0.5)] = 0.01
 
     @field_validator("points")
     @classmethod
@@ -138,12 +142,16 @@ class Line:
     def __init__(self, cfg: LineConfig, width: int, height: int) -> None:
         self.cfg = cfg
         self.a, self.b = to_pixels(cfg.points, width, height)
+        self.margin = cfg.margin * float(np.hypot(width, height))
         self.counts: dict[str, Counter[str]] = {"in": Counter(), "out": Counter()}
         self._state: dict[int, _Side] = {}
 
     def side(self, point: Point) -> int:
+        """+1 right of a -> b, -1 left, 0 within the margin."""
         d = self.b - self.a
         cross = d[0] * (point[1] - self.a[1]) - d[1] * (point[0] - self.a[0])
+        if abs(float(cross)) / max(float(np.hypot(*d)), 1e-9) < self.margin:
+            return 0
         return 1 if cross > 0 else -1  # image y points down: > 0 is the right of a -> b
 
     def _within(self, point: Point) -> bool:
@@ -157,6 +165,8 @@ class Line:
             return None
         st = self._state.setdefault(track_id, _Side())
         s = self.side(point)
+        if s == 0:
+            return None  # in the dead band: no evidence either way
         if st.side == 0:
             st.side = s
             return None

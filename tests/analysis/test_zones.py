@@ -85,3 +85,10 @@ def test_line_crossing_beyond_the_segment_is_not_counted() -> None:
 def test_line_config_errors(kwargs: dict[str, object], error: str) -> None:
     with pytest.raises(ValidationError, match=error):
         LineConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_line_dead_band_keeps_the_side() -> None:
+    cfg = VERTICAL.model_copy(update={"confirm_frames": 1, "margin": 0.02})  # 16 px at 640x480
+    line = Line(cfg, 640, 480)
+    assert feed_line(line, [350, 290, 310, 290, 310]) == []  # wobbling within 10 px of x=300
+    assert feed_line(line, [350, 250], track=2) == ["in"]
