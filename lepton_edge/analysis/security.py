@@ -7,6 +7,7 @@ import importlib.util
 import logging
 import threading
 import time
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -86,7 +87,7 @@ class SecurityAnalyser:
         self._active = False
         self._lock = threading.RLock()
         self._closed = False
-        self.analyse_ms: list[float] = []
+        self.analyse_ms: deque[float] = deque(maxlen=10_000)  # the last frames' cost
 
     # ------------------------------------------------------------ the CameraAnalyser protocol
 
