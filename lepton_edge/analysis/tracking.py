@@ -232,6 +232,9 @@ class Tracker:
         gone = [tr for tr in self.tracks.values() if t - tr.last_t > self.cfg.timeout_s]
         for tr in gone:
             del self.tracks[tr.id]
+        if gone:
+            ended = {tr.id for tr in gone}
+            self._ids = {k: v for k, v in self._ids.items() if v not in ended}
         return gone
 
     def active(self, t: float) -> bool:
