@@ -20,6 +20,12 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .analysis.events import EventsConfig
+from .analysis.motion import DetectConfig, MotionConfig
+from .analysis.security import security_config
+from .analysis.snapshots import SnapshotConfig, SnapshotRetention
+from .analysis.tracking import TrackConfig
+from .analysis.zones import LineConfig, ZoneConfig
 from .errors import ConfigError
 from .sinks.http.config import HttpConfig
 from .sinks.mqtt import MqttConfig
@@ -56,6 +62,9 @@ class Reconnect(_Strict):
         return self
 
 
+SECURITY_KEYS = frozenset({"detect", "motion", "track", "zones", "lines", "events", "snapshots"})
+
+
 class Camera(_Strict):
     id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
     url: Annotated[str, Field(min_length=1)]
@@ -66,12 +75,32 @@ class Camera(_Strict):
     open_timeout: Annotated[float, Field(gt=0, le=600)] = 5.0
     read_timeout: Annotated[float, Field(gt=0, le=600)] = 2.0
     reconnect: Reconnect = Reconnect()
+    # The security camera's analysis (analysis/): a camera that sets none of these is not
+    # analysed (every frame inferred, boxes without track ids, no events).
+    detect: DetectConfig = DetectConfig()
+    motion: MotionConfig | None = None
+    track: TrackConfig = TrackConfig()
+    zones: tuple[ZoneConfig, ...] = ()
+    lines: tuple[LineConfig, ...] = ()
+    events: EventsConfig | None = None
+    snapshots: SnapshotConfig = SnapshotConfig()
 
     @model_validator(mode="after")
     def _loop_needs_replay(self) -> Camera:
         if self.loop and self.mode == "live":
             raise ValueError("loop: only meaningful with mode: replay or bench (mode is live)")
         return self
+
+    @model_validator(mode="after")
+    def _analysis(self) -> Camera:
+        if self.analysed:
+            security_config(self)  # zone and line ids unique, required zones exist, ...
+        return self
+
+    @property
+    def analysed(self) -> bool:
+        """Whether this camera has a security analyser (any of its keys set)."""
+        return bool(SECURITY_KEYS & self.model_fields_set)
 
 
 class Thresholds(_Strict):
@@ -187,6 +216,7 @@ class Config(_Strict):
     metrics: Metrics | None = None
     mqtt: MqttConfig | None = None  # the MQTT bridge (sinks/mqtt.py)
     http: HttpConfig | None = None  # the HTTP API and live page (sinks/http/)
+    snapshots: SnapshotRetention = SnapshotRetention()  # <state_dir>/snapshots, all cameras
     cameras: Annotated[tuple[Camera, ...], Field(min_length=1)]
     source: Path | None = Field(default=None, exclude=True)
 

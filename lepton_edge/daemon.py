@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -37,6 +38,7 @@ from .pipeline.runner import Pipeline, PipelineSettings
 from .pipeline.stats import format_latency
 from .preprocess import configure_opencv, padded_buffer
 from .publish import Publisher
+from .results import CameraAnalyser
 from .run import ResolvedRun
 from .sinks.base import Sink
 from .sinks.callback import CallbackSink, OnFrame
@@ -45,7 +47,9 @@ from .sinks.zmq import ZmqSink
 from .sources import Source, State, configure_ffmpeg
 
 if TYPE_CHECKING:
+    from .analysis.snapshots import SnapshotStore
     from .metrics import MetricsServer
+    from .sinks.http import Overlay
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +111,7 @@ class Daemon:
         self._wd_interval = self.notifier.watchdog_interval()
         self._wd_last = 0.0
         self._last_beat = time.monotonic()
+        self.snapshots: SnapshotStore | None = None
         self.summary: RunSummary | None = None
 
     # ------------------------------------------------------------------ build / teardown
@@ -123,6 +128,11 @@ class Daemon:
         backend.open()
         fixed = backend.input.fixed_hw
         self._warm_up(backend, fixed or (config.input_size, config.input_size))
+        if any(c.analysed for c in config.cameras):
+            from .analysis.snapshots import SnapshotStore
+
+            self.snapshots = SnapshotStore.in_state_dir(run.backend_options.state_dir,
+                                                        config.snapshots)
         self._ctx = zmq.Context()
         publisher = self.publisher = Publisher(self._ctx, config.publish)
         with run.naming("publish.endpoint"):  # a bind error names the file line or --endpoint
@@ -176,6 +186,32 @@ class Daemon:
             sinks.append(CallbackSink(self.on_frame))
         return sinks
 
+    @staticmethod
+    def _zones(config: Config) -> dict[str, list[str]]:
+        return {c.id: [z.id for z in c.zones] for c in config.cameras}
+
+    @staticmethod
+    def _overlays(config: Config) -> dict[str, Overlay]:
+        from .sinks.http import Overlay
+
+        return {c.id: Overlay(zones={z.id: z.polygon for z in c.zones},
+                              lines={ln.id: ln.points for ln in c.lines})
+                for c in config.cameras if c.zones or c.lines}
+
+    def _snapshot_path(self, name: str) -> Path | None:
+        return self.snapshots.path(name) if self.snapshots is not None else None
+
+    def _analyser(self, cam: Camera) -> CameraAnalyser | None:
+        """The analysing stage of one camera: its security analyser where it has any of those
+        keys, else none (every frame inferred, published as decoded)."""
+        assert self.pipeline is not None and self.artifact is not None
+        if not cam.analysed:
+            return None
+        from .analysis.security import build_security_analyser
+
+        return build_security_analyser(cam.id, cam, self.pipeline.emitter.emit, self.snapshots,
+                                       self.artifact.classes)
+
     def healthy(self) -> bool:
         """False when the pipeline is wedged: no heartbeat from the inference loop for
         `WEDGED_AFTER` seconds (idle cameras still beat), or a stage failed."""
@@ -207,7 +243,7 @@ class Daemon:
         assert self.pipeline is not None and self.config is not None
         for cam in cameras:
             self.pipeline.add_source(Source(cam, self.config.camera_url(cam),
-                                            self.pipeline.condition))
+                                            self.pipeline.condition), self._analyser(cam))
 
     def teardown(self) -> None:
         if self.pipeline is not None:

@@ -44,15 +44,19 @@ def render(result: FrameResult, overlay: Overlay | None, width: int | None = Non
                  zip(names, dets.track_id.tolist(), strict=True)]
     out = draw(image, dets, names)  # draws on a copy
     if overlay is not None:
-        _polys(out, overlay.zones, _ZONE, scale, closed=True)
-        _polys(out, overlay.lines, _LINE, scale, closed=False)
+        size = (result.width, result.height)
+        _polys(out, overlay.zones, _ZONE, scale, size, closed=True)
+        _polys(out, overlay.lines, _LINE, scale, size, closed=False)
     return out
 
 
 def _polys(out: np.ndarray, shapes: Mapping[str, Points], color: tuple[int, int, int],
-           scale: float, *, closed: bool) -> None:
+           scale: float, size: tuple[int, int], *, closed: bool) -> None:
     for name, pts in shapes.items():
-        arr = np.round(np.asarray(pts, np.float64) * scale).astype(np.int32).reshape(-1, 1, 2)
+        a = np.asarray(pts, np.float64)
+        if a.size and float(a.max()) <= 1.0:  # normalised 0-1, as the zone config allows
+            a = a * np.asarray(size, np.float64)
+        arr = np.round(a * scale).astype(np.int32).reshape(-1, 1, 2)
         if len(arr) < 2:
             continue
         cv2.polylines(out, [arr], closed, color, 2, cv2.LINE_AA)
