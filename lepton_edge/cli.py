@@ -92,7 +92,7 @@ def _source_fps(config: Config, default: float = 10.0) -> float:
 
 def _cmd_subscribe(args: argparse.Namespace) -> int:
     from .errors import ConfigError
-    from .messages import DetectionMessage, HealthMessage
+    from .messages import DetectionMessage, EventMessage, HealthMessage, VerdictMessage
     from .subscribe import Subscriber
 
     if any(not c for c in args.camera or ()):
@@ -100,6 +100,7 @@ def _cmd_subscribe(args: argparse.Namespace) -> int:
                           "from the daemon's cameras[].id")
     counts: dict[str, int] = {}
     per_class: dict[str, int] = {}
+    outcomes: dict[str, int] = {}
     code = 0
     warn_after = args.warn_after if args.warn_after > 0 else None
     with Subscriber(args.endpoint, args.camera or None, silence_warning=warn_after,
@@ -112,6 +113,12 @@ def _cmd_subscribe(args: argparse.Namespace) -> int:
                         per_class[d.label] = per_class.get(d.label, 0) + 1
                     if not args.quiet:
                         print(_format_detection(msg, args.json), flush=True)
+                elif isinstance(msg, EventMessage | VerdictMessage):
+                    kind = "event" if isinstance(msg, EventMessage) else "verdict"
+                    outcomes[kind] = outcomes.get(kind, 0) + 1
+                    if not args.quiet:
+                        print(msg.model_dump_json() if args.json else _format_outcome(msg),
+                              flush=True)
                 elif isinstance(msg, HealthMessage):
                     if args.json and not args.quiet:
                         print(json.dumps({"health": msg.state, "fps": msg.fps}), flush=True)
@@ -135,6 +142,8 @@ def _cmd_subscribe(args: argparse.Namespace) -> int:
                 print(f"  {cam}: {n} messages, {sub.missed.get(cam, 0)} missed (seq gaps)")
             top = sorted(per_class.items(), key=lambda kv: -kv[1])
             print("  detections: " + (", ".join(f"{k} {v}" for k, v in top) or "none"))
+            if outcomes:
+                print("  outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())))
             if sub.invalid:
                 print(f"  {sub.invalid} malformed messages skipped")
     return code
@@ -157,6 +166,20 @@ def _curve_options(args: argparse.Namespace) -> dict[str, Any]:
     except (OSError, ValueError) as err:
         raise ConfigError(f"CURVE keys: {err}") from err
     return {"curve_server_public": server_public, "curve_client_keys": client}
+
+
+def _format_outcome(msg: Any) -> str:
+    """One line per event or verdict, e.g. `event plaza start person #3 (0.91) zones door`."""
+    from .messages import EventMessage
+
+    if isinstance(msg, EventMessage):
+        zones = f" zones {','.join(msg.zones)}" if msg.zones else ""
+        end = f" ({msg.reason})" if msg.type == "end" else ""
+        return (f"event {msg.camera} {msg.type} {msg.label} #{msg.track_id} "
+                f"({msg.top_score:.2f}){zones}{end}")
+    reasons = "; ".join(r.code for r in msg.reasons)
+    return f"verdict {msg.camera} {msg.trigger_id} {msg.verdict}" + (f": {reasons}"
+                                                                    if reasons else "")
 
 
 def _format_detection(msg: object, as_json: bool) -> str:

@@ -12,7 +12,9 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .detections import Detections
 from .errors import MessageError
@@ -82,7 +84,82 @@ class HealthMessage:
     v: int = SCHEMA_VERSION
 
 
-Message = DetectionMessage | HealthMessage
+# ---------------------------------------------------------------- outcomes (event., verdict.)
+# Pydantic models: they validate a payload in one call and give `lepton-edge schema` its JSON
+# Schema. Encoded by the analysers' own `to_payload` (analysis/events.py, inspection/verdict.py).
+
+Box = tuple[float, float, float, float]
+
+
+class _Wire(BaseModel):
+    # Readers ignore unknown fields (schema v1 grows by adding them).
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class LineCrossing(_Wire):
+    line: str
+    direction: Literal["in", "out"]
+    ts: float
+
+
+class EventMessage(_Wire):
+    """Topic `event.<camera>` (MQTT: `<prefix>/<camera>/event`): one tracked object's event."""
+
+    v: Literal[1]
+    type: Literal["start", "update", "end"]
+    event_id: str
+    camera: str
+    track_id: int
+    label: str
+    score: float
+    top_score: float
+    ts: float
+    ts_start: float
+    ts_end: float | None
+    box: Box
+    zones: list[str]
+    entered_zones: list[str]
+    lines_crossed: list[LineCrossing]
+    snapshot: str | None
+    reason: Literal["left", "timeout", "camera_lost", "stopping"] | None
+
+
+class Reason(_Wire):
+    code: str
+    roi: str | None = None
+    rule: str | None = None
+    expected: Any = None
+    found: Any = None
+
+
+class RoiDetection(_Wire):
+    label: str
+    class_id: int
+    score: float
+    box: Box
+
+
+class VerdictMessage(_Wire):
+    """Topic `verdict.<camera>` (MQTT: `<prefix>/<camera>/verdict`): an inspection's result."""
+
+    v: Literal[1]
+    camera: str
+    trigger_id: str
+    verdict: Literal["pass", "fail", "error"]
+    reasons: list[Reason]
+    rois: dict[str, list[RoiDetection]]
+    latency_ms: float | dict[str, float]
+    part_count: int
+    ts_trigger: float
+    ts: float
+    frame: int
+    evidence: str | None
+
+
+
+Message = DetectionMessage | HealthMessage | EventMessage | VerdictMessage
+EVENT_PREFIX = "event."
+VERDICT_PREFIX = "verdict."
 
 
 # ---------------------------------------------------------------- encoding (the daemon's side)
@@ -151,13 +228,30 @@ def decode(topic: bytes | str, payload: bytes | str) -> Message:
                            f"{SCHEMA_VERSION}); upgrade lepton-edge")
     if topic_s == HEALTH_TOPIC:
         return _decode_health(body)
+    for prefix, model in ((EVENT_PREFIX, EventMessage), (VERDICT_PREFIX, VerdictMessage)):
+        if topic_s.startswith(prefix) and len(topic_s) > len(prefix):
+            return _decode_outcome(topic_s, prefix, model, body)
     if topic_s.startswith(DET_PREFIX) and len(topic_s) > len(DET_PREFIX):
         msg = _decode_detections(body)
         if msg.camera != topic_s[len(DET_PREFIX):]:
             raise MessageError(f"topic {topic_s[:80]!r} does not match camera "
                                f"{msg.camera[:80]!r}")
         return msg
-    raise MessageError(f"unknown topic {topic_s[:80]!r} (expected 'det.<camera>' or 'health')")
+    raise MessageError(f"unknown topic {topic_s[:80]!r} (expected 'det.<camera>', "
+                       f"'event.<camera>', 'verdict.<camera>' or 'health')")
+
+
+def _decode_outcome(topic: str, prefix: str, model: type[_Wire], body: Mapping[str, Any]) -> Any:
+    try:
+        msg = model.model_validate(body)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise MessageError(f"{prefix}{where}: {first['msg']}") from None
+    camera = getattr(msg, "camera", "")
+    if camera != topic[len(prefix):]:
+        raise MessageError(f"topic {topic[:80]!r} does not match camera {camera[:80]!r}")
+    return msg
 
 
 def _get(body: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str = "") -> Any:

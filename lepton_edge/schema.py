@@ -12,82 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
+from pydantic import BaseModel, TypeAdapter, create_model
 
 from .config import Config
-from .messages import DetectionMessage, HealthMessage
+from .messages import DetectionMessage, EventMessage, HealthMessage, VerdictMessage
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
-Box = tuple[float, float, float, float]
-
-
-class _Wire(BaseModel):
-    # Readers ignore unknown fields (schema v1 grows by adding them).
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-
-class LineCrossing(_Wire):
-    line: str
-    direction: Literal["in", "out"]
-    ts: float
-
-
-class EventMessage(_Wire):
-    """Topic `event.<camera>` (MQTT: `<prefix>/<camera>/event`): one tracked object's event."""
-
-    v: Literal[1]
-    type: Literal["start", "update", "end"]
-    event_id: str
-    camera: str
-    track_id: int
-    label: str
-    score: float
-    top_score: float
-    ts: float
-    ts_start: float
-    ts_end: float | None
-    box: Box
-    zones: list[str]
-    entered_zones: list[str]
-    lines_crossed: list[LineCrossing]
-    snapshot: str | None
-    reason: Literal["left", "timeout", "camera_lost", "stopping"] | None
-
-
-class Reason(_Wire):
-    code: str
-    roi: str | None = None
-    rule: str | None = None
-    expected: Any = None
-    found: Any = None
-
-
-class RoiDetection(_Wire):
-    label: str
-    class_id: int
-    score: float
-    box: Box
-
-
-class VerdictMessage(_Wire):
-    """Topic `verdict.<camera>` (MQTT: `<prefix>/<camera>/verdict`): an inspection's result."""
-
-    v: Literal[1]
-    camera: str
-    trigger_id: str
-    verdict: Literal["pass", "fail", "error"]
-    reasons: list[Reason]
-    rois: dict[str, list[RoiDetection]]
-    latency_ms: float | dict[str, float]
-    part_count: int
-    ts_trigger: float
-    ts: float
-    frame: int
-    evidence: str | None
-
-
 def config_model() -> type[BaseModel]:
     """Config with the `mqtt:` and `http:` sections (added here until Config has them)."""
     extra: dict[str, Any] = {}

@@ -24,18 +24,26 @@ from pathlib import Path
 import zmq
 
 from .errors import MessageError
-from .messages import DET_PREFIX, HEALTH_TOPIC, DetectionMessage, Message, decode
+from .messages import (
+    DET_PREFIX,
+    EVENT_PREFIX,
+    HEALTH_TOPIC,
+    VERDICT_PREFIX,
+    DetectionMessage,
+    Message,
+    decode,
+)
 
 log = logging.getLogger(__name__)
 
 
-_DET = DET_PREFIX.encode()
 SILENCE_WARNING = 10.0  # seconds: the daemon sends health every second by default
 
 
 class Subscriber:
     def __init__(self, endpoint: str, cameras: Sequence[str] | None = None, *,
-                 health: bool = True, hwm: int = 1000, context: zmq.Context | None = None,
+                 health: bool = True, outcomes: bool = True, hwm: int = 1000,
+                 context: zmq.Context | None = None,
                  curve_server_public: bytes | None = None,
                  curve_client_keys: tuple[bytes, bytes] | None = None,
                  silence_warning: float | None = SILENCE_WARNING) -> None:
@@ -52,14 +60,16 @@ class Subscriber:
         if curve_server_public is not None and curve_client_keys is not None:
             self._sock.curve_serverkey = curve_server_public
             self._sock.curve_publickey, self._sock.curve_secretkey = curve_client_keys
-        topics = [DET_PREFIX + c for c in cameras] if cameras else [DET_PREFIX]
+        prefixes = [DET_PREFIX] + ([EVENT_PREFIX, VERDICT_PREFIX] if outcomes else [])
+        topics = ([p + c for p in prefixes for c in cameras] if cameras else list(prefixes))
         if health:
             topics.append(HEALTH_TOPIC)
         for t in topics:
             self._sock.setsockopt(zmq.SUBSCRIBE, t.encode())
         # What ZeroMQ's prefix match lets through beyond these is dropped in receive().
-        self._exact = frozenset(t.encode() for t in topics if t != DET_PREFIX)
+        self._exact = frozenset(t.encode() for t in topics if t not in prefixes)
         self._all_cameras = not cameras
+        self._prefixes = tuple(p.encode() for p in prefixes)
         self._sock.connect(endpoint)
         self._last_seq: dict[str, int] = {}
         self.missed: dict[str, int] = {}
@@ -129,7 +139,7 @@ class Subscriber:
                 f"runs; {keys} (a refused client is not told; the daemon logs the refusal)")
 
     def _wanted(self, topic: bytes) -> bool:
-        return topic in self._exact or (self._all_cameras and topic.startswith(_DET))
+        return topic in self._exact or (self._all_cameras and topic.startswith(self._prefixes))
 
     def messages(self, timeout: float | None = None) -> Iterator[Message]:
         """Messages until `timeout` seconds pass without one (forever when None)."""
