@@ -21,13 +21,25 @@ class LatencyRecorder:
     def __init__(self, size: int = 4096) -> None:
         self._size = size
         self._rings: dict[str, deque[float]] = {s: deque(maxlen=size) for s in STAGES}
+        self._counts: dict[str, int] = {}
 
     def add(self, timings: Mapping[str, float]) -> None:
         for k, v in timings.items():
+            self._counts[k] = self._counts.get(k, 0) + 1
             ring = self._rings.get(k)
             if ring is None:  # not setdefault: that would build a deque per call
                 ring = self._rings[k] = deque(maxlen=self._size)
             ring.append(v)
+
+    def count(self, stage: str) -> int:
+        """Samples recorded for `stage` so far (the ring keeps the newest `size`)."""
+        return self._counts.get(stage, 0)
+
+    def recent(self, stage: str, n: int) -> np.ndarray:
+        """The newest `n` samples of `stage` (fewer where the ring holds fewer)."""
+        ring = self._rings.get(stage, ())
+        arr = np.fromiter(ring, float, len(ring))
+        return arr[-n:] if n > 0 else arr[:0]
 
     def summary(self) -> dict[str, dict[str, float]]:
         out = {}
