@@ -30,6 +30,13 @@ metrics metrics
 mqtt mqtt
 http http
 backend=openvino openvino
+cameras.track analysis
+cameras.zones analysis
+cameras.lines analysis
+cameras.events analysis
+cameras.motion analysis
+cameras.detect analysis
+cameras.inspect plc
 '
 # Architectures where `backend: auto` wants OpenVINO (PyPI has wheels for both).
 readonly OPENVINO_ARCHES='x86_64 aarch64'
@@ -175,13 +182,17 @@ config_in_use() {
 }
 
 # Prints `extra reason` lines for what the config file $1 needs, following EXTRA_FOR_KEY.
-# Reads top-level keys only (`key: value` at column 0), which is all the table names; a key
-# set to null (metrics: null) is off.
+# Reads top-level keys (`key: value` at column 0) and, as `cameras.KEY`, the keys of camera
+# entries (indented, `- key:` or `key:`); a key set to null (metrics: null) is off.
 config_extras() {
     local file=$1 line key value pattern extra
     while IFS= read -r line || [[ -n $line ]]; do  # also a last line with no newline
         line=${line%$'\r'}  # a file saved with CRLF endings
-        [[ $line =~ ^([A-Za-z_][A-Za-z0-9_]*):[[:space:]]*([^#]*) ]] || continue
+        if [[ $line =~ ^[[:space:]]+(-[[:space:]]+)?([A-Za-z_][A-Za-z0-9_]*):[[:space:]]*([^#]*) ]]
+        then
+            line="cameras.${BASH_REMATCH[2]}: ${BASH_REMATCH[3]}"
+        fi
+        [[ $line =~ ^([A-Za-z_][A-Za-z0-9_.]*):[[:space:]]*([^#]*) ]] || continue
         key=${BASH_REMATCH[1]}
         value=${BASH_REMATCH[2]%"${BASH_REMATCH[2]##*[![:space:]]}"}
         value=${value//\"/}

@@ -129,7 +129,7 @@ def test_jetson_and_extras() -> None:
     (venv_cmd,) = [cmd for cmd in plan if cmd[1:3] == ["-m", "venv"]]
     assert "--system-site-packages" in venv_cmd
     (pip,) = _find(plan, "/opt/lepton-edge/venv/bin/pip", "install")
-    assert f"{REPO}[openvino,metrics]" in pip
+    assert f"{REPO}[openvino,metrics,http,analysis]" in pip
     assert "numpy<2" in pip
 
 
@@ -155,13 +155,17 @@ def _pyproject_extras() -> set[str]:
     [
         # The default install: the preset's metrics: needs prometheus_client (issue 15, item 4:
         # without it the service exited 2 on every start), and a CPU box wants OpenVINO.
-        (["--preset", "security-camera", "--arch", "x86_64"], ["metrics", "openvino"]),
+        # The security preset's http: and its cameras' analysis keys (track, zones, ...) too.
+        (["--preset", "security-camera", "--arch", "x86_64"],
+         ["metrics", "http", "analysis", "openvino"]),
         (["--preset", "factory-line", "--arch", "aarch64"], ["metrics", "openvino"]),
-        (["--arch", "armv7l"], ["metrics"]),
-        (["--arch", "x86_64", "--no-openvino"], ["metrics"]),
-        (["--arch", "aarch64", "--jetson"], ["metrics"]),  # TensorRT from JetPack instead
+        (["--arch", "armv7l"], ["metrics", "http", "analysis"]),
+        (["--arch", "x86_64", "--no-openvino"], ["metrics", "http", "analysis"]),
+        # TensorRT from JetPack instead
+        (["--arch", "aarch64", "--jetson"], ["metrics", "http", "analysis"]),
         # The user's own come first, and nothing twice.
-        (["--arch", "x86_64", "--extras", "compile,metrics"], ["compile", "metrics", "openvino"]),
+        (["--arch", "x86_64", "--extras", "compile,metrics"],
+         ["compile", "metrics", "http", "analysis", "openvino"]),
     ],
 )
 def test_the_extras_follow_the_preset_and_the_machine(args: list[str],
@@ -175,7 +179,7 @@ def test_dry_run_names_the_extras_and_why() -> None:
     preset = REPO / "deploy" / "security-camera.yaml"
     assert f"# extra metrics (metrics: in {preset})" in proc.stdout
     assert "# extra openvino (backend: auto on x86_64)" in proc.stdout
-    assert "extras: metrics,openvino," in proc.stdout
+    assert "extras: metrics,http,analysis,openvino," in proc.stdout
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -193,10 +197,12 @@ def test_every_extra_a_preset_needs_exists_in_pyproject(preset: str) -> None:
         ("metrics:\n  port: 9108\n# mqtt: {host: x}\ncameras:\n  - {id: a, mqtt: 1}\n",
          ["metrics"]),
         ("backend: openvino\r\nhttp: {port: 8080}", ["openvino", "http"]),  # CRLF, no last \n
+        ("cameras:\n  - id: a\n    zones: []\n    events: {labels: [person]}\n", ["analysis"]),
+        ("cameras:\n  - id: line\n    inspect: {trigger: {software: {}}}\n", ["plc"]),
     ],
 )
 def test_the_key_to_extra_table(tmp_path: Path, body: str, expected: list[str]) -> None:
-    """Top-level keys only; a commented-out or nested key, or one set to null, adds nothing."""
+    """Top-level keys and camera keys; a commented-out key, or one set to null, adds nothing."""
     config = tmp_path / "own.yaml"
     config.write_text("model: /var/lib/lepton-edge/engines/yolov8n\n" + body)
     assert _extras("--config", str(config), "--no-openvino") == expected
@@ -267,22 +273,6 @@ def test_help() -> None:
 
 # --- presets -------------------------------------------------------------------------------
 
-TOP_KEYS = {
-    "model",
-    "backend",
-    "precision",
-    "threads",
-    "log_level",
-    "state_dir",
-    "thresholds",
-    "classes",
-    "publish",
-    "metrics",
-    "cameras",
-}
-REQUIRED = TOP_KEYS - {"classes", "metrics", "state_dir"}
-
-
 def _preset(name: str) -> dict:
     data = yaml.safe_load((REPO / "deploy" / f"{name}.yaml").read_text())
     assert isinstance(data, dict)
@@ -291,27 +281,17 @@ def _preset(name: str) -> dict:
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_schema(name: str) -> None:
+    """Each preset passes the daemon's own validation (every key, zone, line and rule), and
+    keeps what an installed box relies on."""
+    from lepton_edge.config import load_config
+
+    config = load_config(REPO / "deploy" / f"{name}.yaml")
     data = _preset(name)
-    assert set(data) <= TOP_KEYS, f"unknown keys {set(data) - TOP_KEYS}"
-    assert set(data) >= REQUIRED, f"missing keys {REQUIRED - set(data)}"
     assert data["model"] == "/var/lib/lepton-edge/engines/yolov8n"
-    assert data["backend"] in {"auto", "onnxruntime", "openvino", "tensorrt"}
-    assert data["precision"] in {"int8", "fp16", "bf16", "fp32"}
-    assert isinstance(data["threads"], int) and data["threads"] >= 1
-    assert data["log_level"] in {"debug", "info", "warning", "error"}
-    assert set(data["thresholds"]) == {"score", "iou"}
-    assert all(0 < data["thresholds"][k] < 1 for k in ("score", "iou"))
-    assert set(data["publish"]) == {"endpoint", "hwm"}
-    assert isinstance(data["publish"]["hwm"], int) and data["publish"]["hwm"] > 0
-    if "metrics" in data:
-        assert set(data["metrics"]) == {"port"}
-    assert data["cameras"], "at least one camera"
-    ids = [cam["id"] for cam in data["cameras"]]
-    assert len(ids) == len(set(ids))
-    for cam in data["cameras"]:
-        assert set(cam) == {"id", "url", "mode", "stall_timeout"}
-        assert cam["mode"] in {"live", "bench", "replay"}
-        assert isinstance(cam["stall_timeout"], float) and cam["stall_timeout"] > 0
+    assert config.threads >= 1 and config.publish.hwm > 0
+    assert config.metrics is None or config.metrics.host == "127.0.0.1"
+    assert config.http is None or config.http.host == "127.0.0.1"
+    assert all(cam.mode == "live" for cam in config.cameras)
 
 
 def test_security_camera_preset() -> None:
