@@ -164,9 +164,12 @@ class Station:
 
     # ---------------------------------------------------------------- triggers
 
-    def fire(self, source: str = "software") -> int:
-        """A trigger, now (any thread): its id once the log holds it."""
-        t, ts = self.clock(), time.time()
+    def fire(self, source: str = "software", t: float | None = None,
+             ts: float | None = None) -> int:
+        """A trigger (any thread) seen at monotonic `t` and epoch `ts` (default: now): its id,
+        once the log holds it."""
+        t = self.clock() if t is None else t
+        ts = time.time() if ts is None else ts
         immediate: tuple[Reason, ...] | None = None
         with self._cond:
             if self._closed:

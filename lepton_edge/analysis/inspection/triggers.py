@@ -6,14 +6,17 @@ moment it sees a trigger; the station stamps the time and owns the ids.
   `{"v": 1, "camera": ID, "trigger_id": N}` (`lepton-edge trigger ENDPOINT --camera ID`).
 - interval: every `every` seconds (a free-running line, or a test).
 - modbus: polls one coil or discrete input every `poll_ms`; a rising edge (0 -> 1) is a trigger.
-  After a (re)connect the first reading is the baseline: a level that is already high is not an
-  edge, so a reconnect never invents a part. A lost connection is retried with backoff.
+  The first reading after start is the baseline (a level already high is not an edge). Across
+  a lost connection the last level read is kept: an input that went high while the link was
+  down is a trigger when the link is back (a part inspected late beats a part never answered).
+  A lost connection is retried with backoff.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +30,7 @@ from ...errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-Fire = Callable[[str], int]
+Fire = Callable[..., int]  # fire(source, t=monotonic, ts=epoch) -> trigger_id
 
 
 class _Strict(BaseModel):
@@ -182,6 +185,26 @@ class ModbusTrigger(_Threaded):
         self.edges = 0
         self.reconnects = 0
         self.connected = False
+        self._edges: queue.SimpleQueue[tuple[float, float] | None] = queue.SimpleQueue()
+        self._firing: threading.Thread | None = None
+
+    def _prepare(self) -> None:
+        self._firing = threading.Thread(target=self._fire_edges, daemon=True,
+                                        name=f"modbus-fire-{self.camera}")
+        self._firing.start()
+
+    def _fire_edges(self) -> None:
+        while (edge := self._edges.get()) is not None:
+            try:
+                self.fire("modbus", t=edge[0], ts=edge[1])
+            except Exception:
+                log.exception("%s: firing a modbus trigger failed", self.camera)
+
+    def stop(self) -> None:
+        super().stop()
+        self._edges.put(None)
+        if self._firing is not None:
+            self._firing.join(5)
 
     def _loop(self) -> None:
         from pymodbus.client import ModbusTcpClient
@@ -194,7 +217,6 @@ class ModbusTrigger(_Threaded):
             while not self._stop.is_set():
                 level = self._read(client)
                 if level is None:
-                    last = None
                     client.close()
                     if self.connected:
                         log.warning("%s: modbus trigger %s:%d lost; reconnecting", self.camera,
@@ -210,7 +232,9 @@ class ModbusTrigger(_Threaded):
                              cfg.port, cfg.table, cfg.address)
                 if level and last is False:
                     self.edges += 1
-                    self.fire("modbus")
+                    # stamped now; fired on another thread: the log's fsync must not make
+                    # this poll loop miss the next edge
+                    self._edges.put((time.monotonic(), time.time()))
                 last = level
                 self._stop.wait(cfg.poll_ms / 1000)
         finally:
