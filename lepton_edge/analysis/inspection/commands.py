@@ -119,3 +119,23 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--format", choices=["csv", "json"], default="csv")
     e.add_argument("--output", "-o", help="file to write (default: standard output)")
     e.set_defaults(func=run_export)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The two commands on their own (`python -m lepton_edge.analysis.inspection.commands`),
+    with the main CLI's one-line errors; `lepton-edge` runs the same functions."""
+    from ... import logs
+
+    parser = argparse.ArgumentParser(prog="lepton-edge")
+    add_parsers(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    logs.configure("warning")
+    try:
+        return int(args.func(args) or 0)
+    except LeptonError as err:
+        print(f"lepton-edge: error: {err}", file=sys.stderr)
+        return err.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
