@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -325,6 +325,9 @@ class Station:
                           self.camera, v.trigger_id)
         if self.evidence is not None and v.evidence is not None:
             self.evidence.outcome(v)
+        # Queues downstream may hold thousands of verdicts while a broker is down: without
+        # the frame (it went to the evidence writer) a verdict is a few hundred bytes.
+        v = replace(v, image=None, detections=None)
         if self.plc is not None and to_plc:
             self.plc.outcome(v)
         try:

@@ -1,9 +1,12 @@
-"""A factory line end to end against a real Modbus TCP server on loopback acting as the PLC:
-the PLC raises the trigger coil, the station inspects, the PLC reads the result registers."""
+"""A factory line end to end against a real Modbus TCP server on loopback acting as the PLC
+(pymodbus's server and a PLC program in another process, as a PLC is another device): the PLC
+raises the trigger coil, the station inspects, the PLC reads the result registers."""
 
 from __future__ import annotations
 
-import threading
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,9 +19,11 @@ from tests.support.inspection_rig import Rig
 
 pytest.importorskip("pymodbus", reason="the PLC tests need pymodbus (pip install pymodbus)")
 
-from tests.support.plc_server import LoopbackPlc
+from tests.conftest import daemon_env
+from tests.support.inspection_rig import ROOT
+from tests.support.plc_server import TRIGGER_COIL
 
-TRIGGER_COIL = 100
+PLC = ROOT / "tests" / "support" / "plc_server.py"
 
 
 def line_config(port: int, **extra: Any) -> dict[str, Any]:
@@ -26,49 +31,6 @@ def line_config(port: int, **extra: Any) -> dict[str, Any]:
         triggers=[{"type": "modbus", "host": "127.0.0.1", "port": port, "table": "coil",
                    "address": TRIGGER_COIL, "poll_ms": 2, "timeout": 2.0}],
         plc={"host": "127.0.0.1", "port": port, "hold_ms": 40, "timeout": 2.0}, **extra)
-
-
-def run_line(plc: LoopbackPlc, n: int, rate: float) -> list[dict[str, Any]]:
-    """The PLC program: a part every 1/rate s (the trigger coil high for half the period, then
-    low), and a scan every 2 ms that takes each new result (result_valid and a new trigger_id)."""
-    results: dict[int, dict[str, Any]] = {}
-    raised: list[float] = []
-    done = threading.Event()
-
-    def scan() -> None:
-        last_id = 0
-        while not done.is_set():
-            valid, passed, reject = plc.coils(0, 3)
-            code, lo, hi, parts = plc.registers(0, 4)
-            tid = lo | hi << 16
-            if valid and tid != last_id:
-                results[tid] = {"trigger_id": tid, "code": code, "pass": passed,
-                                "reject": reject, "parts": parts, "t": time.monotonic()}
-                last_id = tid
-            time.sleep(0.002)
-
-    scanner = threading.Thread(target=scan, daemon=True)
-    scanner.start()
-    t_next = time.monotonic()
-    for _ in range(n):
-        time.sleep(max(0.0, t_next - time.monotonic()))
-        raised.append(time.monotonic())
-        plc.set_coil(TRIGGER_COIL, True)
-        time.sleep(0.5 / rate)
-        plc.set_coil(TRIGGER_COIL, False)
-        t_next += 1 / rate
-    deadline = time.monotonic() + 5
-    while len(results) < n and time.monotonic() < deadline:
-        time.sleep(0.01)
-    done.set()
-    scanner.join(5)
-    seen = []
-    for k in range(1, n + 1):  # the k-th part raised the coil for trigger k
-        r = results.get(k, {"trigger_id": None})
-        if "t" in r:
-            r["plc_ms"] = (r.pop("t") - raised[k - 1]) * 1000
-        seen.append(r)
-    return seen
 
 
 def _wait(pred: Any, timeout: float = 5.0) -> None:
@@ -85,20 +47,28 @@ def _pct(values: list[float], q: float) -> float:
 
 def check_line(make_station: Any, detector: Any, dog_clip: Any, tmp_path: Path,
                n: int) -> None:
-    with LoopbackPlc() as plc:
-        station, sink = make_station(line_config(plc.port, deadline_ms=1500, max_pending=2))
-        _wait(lambda: station.plc.connected)
-        assert plc.coils(0, 3) == [False, False, True]  # reject until a pass is written
+    plc = subprocess.Popen([sys.executable, str(PLC), "--parts", str(n), "--rate", "10"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                           env=daemon_env())
+    try:
+        assert plc.stdout is not None
+        port = json.loads(plc.stdout.readline())["port"]
+        station, sink = make_station(line_config(port, deadline_ms=1500, max_pending=2))
         rig = Rig(station, dog_clip, detector, fps=30).start()
         try:
-            time.sleep(0.3)
-            seen = run_line(plc, n, rate=10.0)
+            out, _ = plc.communicate(timeout=n / 10 + 60)
             verdicts = sink.wait_for(n, timeout=10)
         finally:
             station.close("stopping")
             rig.stop()
+    finally:
+        if plc.poll() is None:
+            plc.kill()
+            plc.wait()
+    seen = json.loads(out.strip().splitlines()[-1])["seen"]
     ids = [v.trigger_id for v in verdicts]
-    assert sorted(ids) == list(range(1, n + 1)), "a verdict for every trigger, none twice"
+    assert sorted(ids) == list(range(1, station.counters["triggers"] + 1)), "one per trigger"
+    assert len(ids) == n, f"the box saw {len(ids)} of the PLC's {n} trigger edges"
     lost = [s for s in seen if s["trigger_id"] is None]
     assert not lost, f"{len(lost)} of {n} results never reached the PLC"
     assert [s["trigger_id"] for s in seen] == list(range(1, n + 1))

@@ -29,7 +29,8 @@ def _wait_index(rig: Rig, pred: Any, timeout: float = 10.0) -> int:
 
 
 def test_dog_passes_horses_and_giraffe_fail_with_reasons(make_station: Any, detector: Any,
-                                                         parts_clip: Any) -> None:
+                                                         parts_clip: Any,
+                                                         tmp_path: Path) -> None:
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     station, sink = make_station(dog_rule(
         triggers=[{"type": "software", "endpoint": endpoint}], deadline_ms=3000,
@@ -68,6 +69,14 @@ def test_dog_passes_horses_and_giraffe_fail_with_reasons(make_station: Any, dete
           f"p50 {lat[len(lat) // 2]:.1f} ms, max {lat[-1]:.1f} ms")
     c = station.counters
     assert (c["pass"], c["fail"], c["error"]) == (2, 4, 0)
+    assert all(v.image is None for v in verdicts)  # frames go to the evidence writer only
+    station.close("stopping")  # flushes the evidence
+    folder = tmp_path / "state" / "evidence" / "line-1"
+    assert sorted(p.name for p in folder.glob("*.jpg")) == sorted(
+        v.evidence for v in verdicts)
+    with VerdictLog(tmp_path / "state" / "verdicts.sqlite") as vlog:
+        logged = {r["trigger_id"]: r["verdict"] for r in vlog.rows("line-1")}
+    assert logged == {v.trigger_id: v.verdict for v in verdicts}
 
 
 def test_every_trigger_answered_error_while_the_camera_is_lost(make_station: Any,
