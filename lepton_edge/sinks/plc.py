@@ -34,7 +34,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..config import Reconnect
+from ..analysis.inspection.triggers import Backoff
 from ..messages import HealthMessage
 from ..results import FrameResult, Outcome
 
@@ -56,7 +56,7 @@ class PlcOutputConfig(BaseModel):
     hold_ms: Annotated[float, Field(gt=0, le=60000)] = 200.0
     stale_after: Annotated[float, Field(gt=0, le=3600)] = 2.0
     timeout: Annotated[float, Field(gt=0, le=10)] = 0.5
-    reconnect: Reconnect = Reconnect(initial=0.2, max=5.0)
+    reconnect: Backoff = Backoff()
 
     @model_validator(mode="after")
     def _ack_apart(self) -> PlcOutputConfig:

@@ -136,7 +136,8 @@ def run_line(plc: LoopbackPlc, n: int, rate: float) -> list[dict[str, Any]]:
         plc.set_coil(TRIGGER_COIL, True)
         time.sleep(0.5 / rate)
         plc.set_coil(TRIGGER_COIL, False)
-        t_next += 1 / rate
+        # a late PLC (a loaded test machine) keeps the low half too: an edge needs both
+        t_next = max(t_next + 1 / rate, time.monotonic() + 0.5 / rate)
     deadline = time.monotonic() + 5
     while len(results) < n and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -24,7 +24,7 @@ def send_trigger(endpoint: str, camera: str | None = None, timeout: float = 5.0)
     """Fire one software trigger; the station's reply ({"v", "camera", "trigger_id"})."""
     import zmq
 
-    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
     try:
         sock.connect(endpoint)

@@ -23,9 +23,8 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal, Protocol
 
 import zmq
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ...config import Reconnect
 from ...errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -35,6 +34,20 @@ Fire = Callable[..., int]  # fire(source, t=monotonic, ts=epoch) -> trigger_id
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Backoff(_Strict):
+    """Reconnect delays, doubling from `initial` to `max` seconds. (Not lepton_edge.config's
+    Reconnect: config.py will import these models, so they must not import it.)"""
+
+    initial: Annotated[float, Field(gt=0, le=60)] = 0.2
+    max: Annotated[float, Field(gt=0, le=3600)] = 5.0
+
+    @model_validator(mode="after")
+    def _order(self) -> Backoff:
+        if self.max < self.initial:
+            raise ValueError(f"max ({self.max}) must be >= initial ({self.initial})")
+        return self
 
 
 class SoftwareTriggerConfig(_Strict):
@@ -63,7 +76,7 @@ class ModbusTriggerConfig(_Strict):
     address: Annotated[int, Field(ge=0, le=65535)]
     poll_ms: Annotated[float, Field(ge=1, le=1000)] = 5.0
     timeout: Annotated[float, Field(gt=0, le=10)] = 0.5
-    reconnect: Reconnect = Reconnect(initial=0.2, max=5.0)
+    reconnect: Backoff = Backoff()
 
 
 TriggerConfig = Annotated[
@@ -124,7 +137,7 @@ class SoftwareTrigger(_Threaded):
         self._sock: zmq.Socket[Any] | None = None
 
     def _prepare(self) -> None:
-        sock = zmq.Context.instance().socket(zmq.REP)
+        sock: zmq.Socket[Any] = zmq.Context.instance().socket(zmq.REP)
         sock.setsockopt(zmq.LINGER, 0)
         try:
             sock.bind(self.cfg.endpoint)
