@@ -34,7 +34,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..analysis.inspection.triggers import Backoff
+from ..analysis.inspection.triggers import Backoff, require_pymodbus
 from ..messages import HealthMessage
 from ..results import FrameResult, Outcome
 
@@ -95,6 +95,7 @@ class PlcOutput:
     # ---------------------------------------------------------------- Sink
 
     def open(self) -> None:
+        require_pymodbus(f"{self.camera}: inspect.plc")
         from pymodbus.client import ModbusTcpClient
 
         self._client = ModbusTcpClient(self.cfg.host, port=self.cfg.port,

@@ -36,6 +36,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def require_pymodbus(what: str) -> None:
+    """Refuse a Modbus trigger or PLC output when pymodbus is missing, saying how to fix it."""
+    import importlib.util
+
+    if importlib.util.find_spec("pymodbus") is None:
+        raise ConfigError(f"{what} talks Modbus TCP, which needs pymodbus: "
+                          f"pip install 'lepton-edge[plc]'")
+
+
 class Backoff(_Strict):
     """Reconnect delays, doubling from `initial` to `max` seconds. (Not lepton_edge.config's
     Reconnect: config.py will import these models, so they must not import it.)"""
@@ -202,6 +211,7 @@ class ModbusTrigger(_Threaded):
         self._firing: threading.Thread | None = None
 
     def _prepare(self) -> None:
+        require_pymodbus(f"{self.camera}: inspect.triggers (type: modbus)")
         self._firing = threading.Thread(target=self._fire_edges, daemon=True,
                                         name=f"modbus-fire-{self.camera}")
         self._firing.start()
