@@ -95,6 +95,10 @@ class LoopbackPlc:
         assert self._server is not None
         self._call(self._server.async_setValues(1, DISCRETE, address, [value]))
 
+    def set_register(self, address: int, value: int) -> None:
+        assert self._server is not None
+        self._call(self._server.async_setValues(1, HOLDING, address, [value]))
+
     def coils(self, address: int, count: int = 1) -> list[bool]:
         assert self._server is not None
         return [bool(v) for v in self._call(

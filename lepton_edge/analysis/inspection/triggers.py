@@ -6,6 +6,8 @@ moment it sees a trigger; the station stamps the time and owns the ids.
   `{"v": 1, "camera": ID, "trigger_id": N}` (`lepton-edge trigger ENDPOINT --camera ID`).
 - interval: every `every` seconds (a free-running line, or a test).
 - modbus: polls one coil or discrete input every `poll_ms`; a rising edge (0 -> 1) is a trigger.
+  Or (`table: holding_register | input_register`) a part counter the PLC increments per part:
+  an increase by k is k triggers, so a slow poll never loses a part (16-bit wrap-around).
   The first reading after start is the baseline (a level already high is not an edge). Across
   a lost connection the last level read is kept: an input that went high while the link was
   down is a trigger when the link is back (a part inspected late beats a part never answered).
@@ -81,7 +83,8 @@ class ModbusTriggerConfig(_Strict):
     host: Annotated[str, Field(min_length=1)]
     port: Annotated[int, Field(ge=1, le=65535)] = 502
     device_id: Annotated[int, Field(ge=0, le=255)] = 1
-    table: Literal["coil", "discrete_input"] = "discrete_input"
+    table: Literal["coil", "discrete_input", "holding_register",
+                   "input_register"] = "discrete_input"
     address: Annotated[int, Field(ge=0, le=65535)]
     poll_ms: Annotated[float, Field(ge=1, le=1000)] = 5.0
     timeout: Annotated[float, Field(gt=0, le=10)] = 0.5
@@ -235,7 +238,7 @@ class ModbusTrigger(_Threaded):
         cfg = self.cfg
         client = ModbusTcpClient(cfg.host, port=cfg.port, timeout=cfg.timeout, retries=0)
         backoff = cfg.reconnect.initial
-        last: bool | None = None
+        last: int | None = None
         try:
             while not self._stop.is_set():
                 level = self._read(client)
@@ -253,7 +256,7 @@ class ModbusTrigger(_Threaded):
                     self.reconnects += 1
                     log.info("%s: modbus trigger on %s:%d %s %d", self.camera, cfg.host,
                              cfg.port, cfg.table, cfg.address)
-                if level and last is False:
+                for _ in range(self._new_parts(last, level)):
                     self.edges += 1
                     # stamped now; fired on another thread: the log's fsync must not make
                     # this poll loop miss the next edge
@@ -263,15 +266,31 @@ class ModbusTrigger(_Threaded):
         finally:
             client.close()
 
-    def _read(self, client: Any) -> bool | None:
-        """The input's level, or None when the PLC cannot be read."""
+    def _new_parts(self, last: int | None, now: int) -> int:
+        """Triggers between two readings: a rising edge of a bit, or a counter's increase."""
+        if last is None:
+            return 0  # the first reading is the baseline
+        if self.cfg.table in ("coil", "discrete_input"):
+            return 1 if now and not last else 0
+        delta = (now - last) & 0xFFFF
+        if delta > 1000:  # a counter reset or a jump backwards: not a thousand parts
+            log.warning("%s: the PLC's part counter went from %d to %d; taken as a reset",
+                        self.camera, last, now)
+            return 0
+        return delta
+
+    def _read(self, client: Any) -> int | None:
+        """The input's level (0/1) or the counter's value, or None when the PLC cannot be
+        read."""
         from pymodbus.exceptions import ModbusException
 
         cfg = self.cfg
         try:
             if not client.connected and not client.connect():
                 return None
-            read = client.read_coils if cfg.table == "coil" else client.read_discrete_inputs
+            read = {"coil": client.read_coils, "discrete_input": client.read_discrete_inputs,
+                    "holding_register": client.read_holding_registers,
+                    "input_register": client.read_input_registers}[cfg.table]
             reply = read(cfg.address, count=1, device_id=cfg.device_id)
         except (ModbusException, OSError) as err:
             log.debug("%s: modbus trigger read failed: %s", self.camera, err)
@@ -280,7 +299,9 @@ class ModbusTrigger(_Threaded):
             log.warning("%s: the PLC refused reading %s %d: %s", self.camera, cfg.table,
                         cfg.address, reply)
             return None
-        return bool(reply.bits[0])
+        if cfg.table in ("coil", "discrete_input"):
+            return int(bool(reply.bits[0]))
+        return int(reply.registers[0])
 
 
 def build_trigger(cfg: SoftwareTriggerConfig | IntervalTriggerConfig | ModbusTriggerConfig,

@@ -101,3 +101,27 @@ def test_modbus_rising_edges_of_a_discrete_input() -> None:
             trig.stop()
     assert [c[0] for c in fired.calls] == ["modbus"] * 5
     assert json.dumps(trig.edges) == "5"
+
+
+def test_modbus_part_counter_loses_no_part_to_a_slow_poll() -> None:
+    pytest.importorskip("pymodbus", reason="needs pymodbus")
+    from tests.support.plc_server import LoopbackPlc
+
+    fired = Fired()
+    with LoopbackPlc() as plc:
+        plc.set_register(3, 65534)  # near the 16-bit wrap
+        trig = ModbusTrigger(ModbusTriggerConfig(type="modbus", host="127.0.0.1",
+                                                 port=plc.port, table="holding_register",
+                                                 address=3, poll_ms=200), "l", fired)
+        trig.start()
+        try:
+            time.sleep(0.3)
+            for value in (65535, 0, 1):  # three parts inside one poll period
+                plc.set_register(3, value)
+            time.sleep(0.5)
+            assert len(fired.calls) == 3
+            plc.set_register(3, 40000)  # a reset or garbage: not 40,000 parts
+            time.sleep(0.5)
+        finally:
+            trig.stop()
+    assert len(fired.calls) == 3
