@@ -58,6 +58,9 @@ class InspectConfig(BaseModel):
     deadline_ms: Annotated[float, Field(gt=0, le=60000)] = 150.0
     max_pending: Annotated[int, Field(ge=1, le=64)] = 2
     rois: Annotated[tuple[Roi, ...], Field(min_length=1)]
+    # Feed the model only the ROIs' bounding box (at full resolution: small parts on a wide
+    # view). The pipeline's prepare stage reads `Station.crop_box` and maps boxes back.
+    crop: bool = False
     evidence: EvidenceConfig = EvidenceConfig()
     log: VerdictLogConfig = VerdictLogConfig()
     plc: PlcOutputConfig | None = None
@@ -71,6 +74,14 @@ class InspectConfig(BaseModel):
                 raise ValueError(f"rois[{i}].id {roi.id!r} is used twice")
             seen.add(roi.id)
         return rois
+
+    @model_validator(mode="after")
+    def _crop_needs_shapes(self) -> InspectConfig:
+        whole = [r.id for r in self.rois if r.rect is None and r.polygon is None]
+        if self.crop and whole:
+            raise ValueError(f"crop: true needs a rect or polygon on every ROI; "
+                             f"{', '.join(whole)} cover the whole frame")
+        return self
 
     @model_validator(mode="after")
     def _deadline_after_delay(self) -> InspectConfig:
@@ -197,7 +208,8 @@ class Station:
         try:
             self.log.record_trigger(self.camera, p.trigger_id, p.source, p.ts)
         except Exception:
-            self._counts["log_failures"] += 1
+            with self._cond:
+                self._counts["log_failures"] += 1
             log.exception("%s: the verdict log cannot record trigger %d", self.camera,
                           p.trigger_id)
 
@@ -320,7 +332,8 @@ class Station:
         try:
             self.log.record_verdict(v.to_dict())
         except Exception:
-            self._counts["log_failures"] += 1
+            with self._cond:
+                self._counts["log_failures"] += 1
             log.exception("%s: the verdict log cannot record the verdict of trigger %d",
                           self.camera, v.trigger_id)
         if self.evidence is not None and v.evidence is not None:
@@ -370,6 +383,17 @@ class Station:
             out = dict(self._counts)
             out["pending"] = len(self._pending)
         return out
+
+    @property
+    def crop_box(self) -> tuple[int, int, int, int] | None:
+        """With `crop: true`, the region to infer (x1, y1, x2, y2 source pixels, the ROIs'
+        bounding box); detections handed to `analyse` stay in full-frame pixels."""
+        if not self.cfg.crop:
+            return None
+        pts = np.concatenate([r.outline(0, 0) for r in self.cfg.rois])
+        x1, y1 = np.floor(pts.min(axis=0)).astype(int).tolist()
+        x2, y2 = np.ceil(pts.max(axis=0)).astype(int).tolist()
+        return max(0, x1), max(0, y1), x2, y2
 
     @property
     def pending(self) -> int:

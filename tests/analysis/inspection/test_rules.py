@@ -76,3 +76,20 @@ def test_inspect_config_errors() -> None:
         InspectConfig.model_validate({**base, "triggers": [{"type": "laser"}]})
     with pytest.raises(ValidationError, match="overlaps the result coils"):
         InspectConfig.model_validate({**base, "plc": {"host": "plc", "ack_coil": 1}})
+
+
+def test_crop_box_is_the_rois_bounding_box(tmp_path: Any) -> None:
+    from lepton_edge.analysis.inspection.station import build_station
+
+    rois = [{"id": "a", "rect": [100, 50, 200, 150], "forbidden": ["x"]},
+            {"id": "b", "polygon": [[300.4, 60], [400, 80], [350, 220.2]], "forbidden": ["x"]}]
+    cfg = InspectConfig.model_validate({"triggers": [{"type": "interval", "every": 3600}],
+                                        "rois": rois, "crop": True})
+    station = build_station("c", cfg, lambda o: None, tmp_path)
+    try:
+        assert station.crop_box == (100, 50, 400, 221)
+    finally:
+        station.close()
+    with pytest.raises(ValidationError, match="needs a rect or polygon on every ROI"):
+        InspectConfig.model_validate({"triggers": [{"type": "interval", "every": 1}],
+                                      "rois": [{"id": "a", "forbidden": ["x"]}], "crop": True})
