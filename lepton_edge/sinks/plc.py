@@ -16,8 +16,9 @@ and trigger_id differs from the last it took. Then either
   - ack mode (`ack_coil` set): the PLC sets its ack coil once it has read the result; the box
     sees it, writes [0, 0, 1] and clears the ack coil; no newer result is written before (an
     ack that never comes is counted and the box resets to reject after `ack_timeout_ms`), or
-  - pulse mode (no `ack_coil`): the result stays valid for `hold_ms`, then [0, 0, 1]; a newer
-    verdict inside that time is written at once (the PLC tells them apart by trigger_id).
+  - pulse mode (no `ack_coil`): each result stays valid for `hold_ms`, then [0, 0, 1] (or the
+    next result, which starts with that reset). A newer verdict waits for the hold to end, so
+    a PLC that scans at least every hold_ms / 2 sees every result (told apart by trigger_id).
 On (re)connect the box writes [0, 0, 1] first: the reject output defaults to reject until a
 `pass` is written. A PLC that is gone never stalls the station: verdicts queue here (bounded),
 reconnects back off exponentially, and a verdict older than `stale_after` when the PLC comes
@@ -166,10 +167,10 @@ class PlcOutput:
                 else 0.0
         if self._ack_deadline is not None:
             return 0.005  # polling the ack coil
-        if self._queue:
-            return 0.0
         if self._hold_until is not None:
             return max(0.0, self._hold_until - now)
+        if self._queue:
+            return 0.0
         return 1.0
 
     def _step(self) -> None:
@@ -181,9 +182,15 @@ class PlcOutput:
         if self._ack_deadline is not None:
             self._poll_ack(now)
             return
-        if self._hold_until is not None and now >= self._hold_until:
-            self._coils(RESET)
+        if self._hold_until is not None:
+            if now < self._hold_until:
+                return  # every result is shown for hold_ms, however fast the next one comes
             self._hold_until = None
+            with self._wake:
+                waiting = bool(self._queue)
+            if not waiting:
+                self._coils(RESET)
+                return
         with self._wake:
             item = self._queue[0] if self._queue else None
         if item is None:

@@ -112,3 +112,27 @@ def test_a_plc_that_is_gone_costs_nothing_and_verdicts_are_still_logged(
     c = station.plc.counters
     assert c["stale"] >= 1  # old verdicts were not replayed to the PLC after it came back
     print(f"\nPLC gone 2 s: {during} triggers meanwhile, all logged; PLC counters {c}")
+
+
+def test_pulse_mode_shows_every_result_for_hold_ms_even_back_to_back() -> None:
+    with LoopbackPlc() as plc:
+        out = PlcOutput(PlcOutputConfig(host="127.0.0.1", port=plc.port, hold_ms=150),
+                        "line-1")
+        out.open()
+        try:
+            _wait(lambda: out.connected)
+            for tid in (1, 2, 3):
+                out.outcome(_verdict(tid))  # three verdicts in the same millisecond
+            shown: dict[int, list[float]] = {}
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 1.0:
+                valid = plc.coils(0)[0]
+                tid = plc.registers(1)[0]
+                if valid:
+                    shown.setdefault(tid, []).append(time.monotonic())
+                time.sleep(0.005)
+        finally:
+            out.close()
+    assert sorted(shown) == [1, 2, 3]
+    for tid in (1, 2):  # the last one may be cut by close()
+        assert shown[tid][-1] - shown[tid][0] >= 0.1, tid
