@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Extras for the bench/test machine; a camera installs only what it runs (deploy/install.sh).
-EXTRAS ?= compile,openvino,metrics,report,analysis,mqtt,http,dev
+EXTRAS ?= compile,openvino,metrics,report,analysis,mqtt,http,plc,dev
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma := ,
 CONFIG ?= deploy/bench.yaml

@@ -1,0 +1,240 @@
+"""The durable verdict log: every trigger when it arrives, its verdict when decided.
+
+SQLite in WAL mode with `synchronous=FULL`: each trigger and each verdict is its own committed
+transaction, and FULL makes SQLite fsync the write-ahead log at every commit, so what was
+committed survives a SIGKILL and a power cut (WAL with NORMAL survives a crash but may lose the
+last commits on power loss). SQLite rather than fsync'd JSON lines because a verdict *updates*
+its trigger's row (one row per part, never a trigger without its answer after a restart),
+because retention is a DELETE instead of rewriting files, and because the quality department's
+queries (one camera, one shift) are an index away. The log is written by the station before a
+verdict goes anywhere else (PLC, ZeroMQ), so nothing downstream knows a verdict the log lacks.
+
+On open, triggers of a camera that never got a verdict (the process died between the two) are
+given `error` with reason `restart`. `export` writes rows as CSV or JSON for the quality
+department (`lepton-edge verdicts export`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+FILE_NAME = "verdicts.sqlite"
+COLUMNS = ("camera", "trigger_id", "source", "ts_trigger", "verdict", "result_code", "reason",
+           "latency_ms", "ts_verdict", "part_count", "evidence", "payload")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS verdicts (
+    camera TEXT NOT NULL,
+    trigger_id INTEGER NOT NULL,
+    source TEXT,
+    ts_trigger REAL NOT NULL,
+    verdict TEXT,
+    result_code INTEGER,
+    reason TEXT,
+    latency_ms REAL,
+    ts_verdict REAL,
+    part_count INTEGER,
+    evidence TEXT,
+    payload TEXT,
+    PRIMARY KEY (camera, trigger_id)
+);
+CREATE INDEX IF NOT EXISTS verdicts_ts ON verdicts (ts_trigger);
+CREATE TABLE IF NOT EXISTS parts (camera TEXT PRIMARY KEY, count INTEGER NOT NULL);
+"""
+
+
+class VerdictLogConfig(BaseModel):
+    """Retention: rows older than `retention_days`, and beyond the newest `max_rows`, go (only
+    rows that have their verdict). `path`: the file, relative to the state directory."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str = FILE_NAME
+    retention_days: Annotated[float, Field(gt=0, le=36500)] = 90.0
+    max_rows: Annotated[int, Field(ge=100, le=100_000_000)] = 1_000_000
+
+
+class VerdictLog:
+    """One connection to the log file, safe to use from several threads."""
+
+    prune_every = 1000  # verdicts between retention passes
+
+    def __init__(self, path: Path, cfg: VerdictLogConfig | None = None) -> None:
+        self.path = Path(path)
+        self.cfg = cfg or VerdictLogConfig()
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._since_prune = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    def open(self) -> VerdictLog:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=10, check_same_thread=False,
+                                 isolation_level=None)
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as err:
+            raise ConfigError(f"verdict log {self.path}: cannot open it ({err}); is the state "
+                              f"directory writable?") from err
+        if mode.lower() != "wal":
+            log.warning("verdict log %s: journal mode is %s, not WAL", self.path, mode)
+        self._db = db
+        self.prune()
+        return self
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __enter__(self) -> VerdictLog:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ writes
+
+    def _write(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+        with self._lock:
+            if self._db is None:
+                raise RuntimeError(f"verdict log {self.path} is not open")
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, args in statements:
+                    db.execute(sql, args)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def record_trigger(self, camera: str, trigger_id: int, source: str, ts: float) -> None:
+        """A trigger arrived (committed, fsync'd). A verdict recorded first is kept."""
+        self._write([("INSERT INTO verdicts (camera, trigger_id, source, ts_trigger) "
+                      "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                      (camera, trigger_id, source, ts))])
+
+    def record_verdict(self, verdict: dict[str, Any]) -> None:
+        """A verdict (its payload dict) was decided: one transaction with the part counter."""
+        reasons = verdict.get("reasons") or []
+        row = (verdict["camera"], verdict["trigger_id"], verdict.get("source"),
+               verdict["ts_trigger"], verdict["verdict"], verdict.get("result_code"),
+               reasons[0]["code"] if reasons else None, verdict.get("latency_ms"),
+               verdict.get("ts"), verdict.get("part_count"), verdict.get("evidence"),
+               json.dumps(verdict, separators=(",", ":")))
+        self._write([
+            (f"INSERT INTO verdicts ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * 12)}) "
+             "ON CONFLICT (camera, trigger_id) DO UPDATE SET verdict=excluded.verdict, "
+             "result_code=excluded.result_code, reason=excluded.reason, "
+             "latency_ms=excluded.latency_ms, ts_verdict=excluded.ts_verdict, "
+             "part_count=excluded.part_count, evidence=excluded.evidence, "
+             "payload=excluded.payload", row),
+            ("INSERT INTO parts (camera, count) VALUES (?, ?) ON CONFLICT (camera) DO UPDATE "
+             "SET count=max(count, excluded.count)", (verdict["camera"],
+                                                      verdict.get("part_count") or 0)),
+        ])
+        self._since_prune += 1
+        if self._since_prune >= self.prune_every:
+            self.prune()
+
+    def prune(self) -> int:
+        """Apply retention; returns the rows deleted. Rows still waiting for a verdict stay."""
+        cutoff = time.time() - self.cfg.retention_days * 86400
+        with self._lock:
+            if self._db is None:
+                return 0
+            self._since_prune = 0
+            n = self._db.execute("DELETE FROM verdicts WHERE verdict IS NOT NULL AND "
+                                 "ts_trigger < ?", (cutoff,)).rowcount
+            n += self._db.execute(
+                "DELETE FROM verdicts WHERE verdict IS NOT NULL AND rowid IN (SELECT rowid "
+                "FROM verdicts ORDER BY ts_trigger DESC LIMIT -1 OFFSET ?)",
+                (self.cfg.max_rows,)).rowcount
+        if n:
+            log.info("verdict log %s: retention removed %d rows", self.path, n)
+        return n
+
+    # ------------------------------------------------------------ reads
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            if self._db is None:
+                raise RuntimeError(f"verdict log {self.path} is not open")
+            return self._db.execute(sql, args).fetchall()
+
+    def last_trigger_id(self, camera: str) -> int:
+        return int(self._query("SELECT coalesce(max(trigger_id), 0) FROM verdicts "
+                               "WHERE camera = ?", (camera,))[0][0])
+
+    def part_count(self, camera: str) -> int:
+        rows = self._query("SELECT count FROM parts WHERE camera = ?", (camera,))
+        return int(rows[0][0]) if rows else 0
+
+    def unanswered(self, camera: str) -> list[dict[str, Any]]:
+        """Triggers of `camera` with no verdict (oldest first)."""
+        rows = self._query("SELECT trigger_id, source, ts_trigger FROM verdicts WHERE camera = ? "
+                           "AND verdict IS NULL ORDER BY trigger_id", (camera,))
+        return [{"trigger_id": r[0], "source": r[1], "ts_trigger": r[2]} for r in rows]
+
+    def rows(self, camera: str | None = None, since: float | None = None,
+             until: float | None = None) -> Iterator[dict[str, Any]]:
+        """Rows in trigger order, optionally one camera and a time range (epoch seconds)."""
+        where, args = [], []
+        for cond, value in (("camera = ?", camera), ("ts_trigger >= ?", since),
+                            ("ts_trigger < ?", until)):
+            if value is not None:
+                where.append(cond)
+                args.append(value)
+        sql = (f"SELECT {', '.join(COLUMNS)} FROM verdicts"
+               + (f" WHERE {' AND '.join(where)}" if where else "")
+               + " ORDER BY ts_trigger, camera, trigger_id")
+        for r in self._query(sql, tuple(args)):
+            yield dict(zip(COLUMNS, r, strict=True))
+
+
+def export(rows: Iterator[dict[str, Any]], out: IO[str], fmt: str) -> int:
+    """Write `rows` as `csv` (one line per trigger, the payload's reasons flattened) or `json`
+    (one array of the verdict payloads, a pending trigger as its bare row); returns the count."""
+    n = 0
+    if fmt == "csv":
+        fields = [c for c in COLUMNS if c != "payload"] + ["reasons"]
+        writer = csv.DictWriter(out, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            payload = json.loads(row["payload"]) if row["payload"] else {}
+            reasons = "; ".join(
+                f"{r.get('code')} {r.get('roi') or ''} {r.get('rule') or ''} expected "
+                f"{r.get('expected')} found {r.get('found')}".replace("  ", " ")
+                for r in payload.get("reasons", []))
+            writer.writerow({**{k: row[k] for k in fields[:-1]}, "reasons": reasons})
+            n += 1
+        return n
+    if fmt != "json":
+        raise ConfigError(f"export format must be csv or json, got {fmt!r}")
+    out.write("[")
+    for row in rows:
+        body = json.loads(row["payload"]) if row["payload"] else {
+            k: row[k] for k in COLUMNS if k != "payload"}
+        out.write(("," if n else "") + "\n" + json.dumps(body, separators=(",", ":")))
+        n += 1
+    out.write("\n]\n")
+    return n
