@@ -324,6 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("report", "plot a recording", "add_report_arguments", "run_report"),
     ])
     _add_keys(sub)
+    from . import schema
+    from .analysis.inspection.commands import add_parsers as add_inspection
+
+    schema.add_parser(sub)
+    add_inspection(sub)  # trigger, verdicts export
     return parser
 
 

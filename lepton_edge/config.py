@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .analysis.events import EventsConfig
+from .analysis.inspection.station import InspectConfig
 from .analysis.motion import DetectConfig, MotionConfig
 from .analysis.security import security_config
 from .analysis.snapshots import SnapshotConfig, SnapshotRetention
@@ -84,6 +85,8 @@ class Camera(_Strict):
     lines: tuple[LineConfig, ...] = ()
     events: EventsConfig | None = None
     snapshots: SnapshotConfig = SnapshotConfig()
+    # The factory line's triggered inspection (analysis/inspection/): inferred on triggers only.
+    inspect: InspectConfig | None = None
 
     @model_validator(mode="after")
     def _loop_needs_replay(self) -> Camera:
@@ -93,6 +96,10 @@ class Camera(_Strict):
 
     @model_validator(mode="after")
     def _analysis(self) -> Camera:
+        if self.analysed and self.inspect is not None:
+            keys = ", ".join(sorted(SECURITY_KEYS & self.model_fields_set))
+            raise ValueError(f"inspect: an inspection station is inferred on its triggers only; "
+                             f"it cannot also have {keys} (use two cameras on the same URL)")
         if self.analysed:
             security_config(self)  # zone and line ids unique, required zones exist, ...
         return self

@@ -202,9 +202,16 @@ class Daemon:
         return self.snapshots.path(name) if self.snapshots is not None else None
 
     def _analyser(self, cam: Camera) -> CameraAnalyser | None:
-        """The analysing stage of one camera: its security analyser where it has any of those
-        keys, else none (every frame inferred, published as decoded)."""
+        """The analysing stage of one camera: its inspection station (`inspect:`), its security
+        analyser where it has any of those keys, else none (every frame inferred, published as
+        decoded)."""
         assert self.pipeline is not None and self.artifact is not None
+        if cam.inspect is not None:
+            from .analysis.inspection.station import build_station
+
+            return build_station(cam.id, cam.inspect, self.pipeline.emitter.emit,
+                                 self.resolved.backend_options.state_dir,
+                                 labels=self.artifact.classes)
         if not cam.analysed:
             return None
         from .analysis.security import build_security_analyser

@@ -66,6 +66,8 @@ class CameraHealth:
     published: int
     last_error: str | None = None
     skipped: int = 0  # frames the detect rate or motion gate did not infer
+    # An inspection station's counters: triggers, pass, fail, error, timeout, overrun, ...
+    inspection: Mapping[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ class VerdictMessage(_Wire):
 
     v: Literal[1]
     camera: str
-    trigger_id: str
+    trigger_id: int
     verdict: Literal["pass", "fail", "error"]
     reasons: list[Reason]
     rois: dict[str, list[RoiDetection]]
@@ -152,8 +154,10 @@ class VerdictMessage(_Wire):
     part_count: int
     ts_trigger: float
     ts: float
-    frame: int
+    frame: int | None
     evidence: str | None
+    result_code: int | None = None
+    source: str | None = None
 
 
 
@@ -196,7 +200,8 @@ def health_payload(health: HealthMessage) -> bytes:
         "cameras": [
             {"id": c.id, "state": c.state, "fps": round(c.fps, 2), "frames": c.frames,
              "dropped": c.dropped, "skipped": c.skipped, "reconnects": c.reconnects,
-             "published": c.published, "last_error": c.last_error}
+             "published": c.published, "last_error": c.last_error,
+             **({"inspection": dict(c.inspection)} if c.inspection is not None else {})}
             for c in health.cameras
         ],
     }
@@ -332,6 +337,7 @@ def _decode_health(body: Mapping[str, Any]) -> HealthMessage:
             published=_get(c, "published", int, where),
             last_error=_get(c, "last_error", (str, type(None)), where),
             skipped=_get(c, "skipped", int, where) if "skipped" in c else 0,
+            inspection=_get(c, "inspection", dict, where) if "inspection" in c else None,
         ))
     return HealthMessage(
         ts=float(_get(body, "ts", _NUM)), state=_get(body, "state", str),

@@ -182,13 +182,23 @@ class _HealthCollector:
                                               "Reconnect attempts", labels=["camera"]),
             "published": CounterMetricFamily(PREFIX + "camera_published",
                                              "Detection messages published", labels=["camera"]),
+            "skipped": CounterMetricFamily(PREFIX + "camera_skipped",
+                                           "Frames the detect rate or motion gate did not infer",
+                                           labels=["camera"]),
         }
+        verdicts = CounterMetricFamily(PREFIX + "inspection", "Inspection triggers and their "
+                                       "outcomes (pass, fail, error, timeout, overrun, ...)",
+                                       labels=["camera", "outcome"])
         for cam in h.cameras:
             for s in CAMERA_STATES:
                 state.add_metric([cam.id, s], 1.0 if cam.state == s else 0.0)
             fps.add_metric([cam.id], cam.fps)
             for key, family in counters.items():
                 family.add_metric([cam.id], getattr(cam, key))
+            for outcome, n in (cam.inspection or {}).items():
+                if outcome != "pending":
+                    verdicts.add_metric([cam.id, outcome], n)
         yield state
         yield fps
         yield from counters.values()
+        yield verdicts

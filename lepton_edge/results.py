@@ -53,7 +53,8 @@ class FrameResult:
 class Outcome(Protocol):
     """An event or a verdict: what the sinks must deliver (or log), never drop."""
 
-    camera: str
+    @property
+    def camera(self) -> str: ...
 
     @property
     def topic(self) -> str:  # "event.<camera>", "verdict.<camera>"

@@ -12,7 +12,8 @@ import pytest
 
 from .conftest import REPO, daemon_env, run_cli
 
-COMMANDS = ["run", "subscribe", "bench", "keys", "compile", "eval", "diff", "report"]
+COMMANDS = ["run", "subscribe", "bench", "keys", "compile", "eval", "diff", "report", "schema",
+            "trigger", "verdicts"]
 
 
 def test_cpu_path_imports_no_optional_runtime() -> None:

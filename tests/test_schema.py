@@ -91,7 +91,7 @@ def test_outcome_messages_validate(all_schemas) -> None:
     ev = json.loads(event("plaza", 4, kind="end", zones=["door"]).to_payload())
     assert _errors(all_schemas["event.schema.json"], ev) == []
     assert _errors(all_schemas["event.schema.json"], {**ev, "type": "begin"})
-    verdict = {"v": 1, "camera": "line1", "trigger_id": "t7", "verdict": "fail",
+    verdict = {"v": 1, "camera": "line1", "trigger_id": 7, "verdict": "fail",
                "reasons": [{"code": "missing", "roi": "cap", "rule": "count", "expected": 1,
                             "found": 0}],
                "rois": {"cap": []}, "latency_ms": 41.2, "part_count": 7, "ts_trigger": 1.0,

@@ -37,6 +37,14 @@ class AnalyseStage:
                 if analyser is not None:
                     analyser.on_state(state, time.time())
 
+    def failed(self, message: str) -> None:
+        """A stage failed: analysers that answer for their frames (inspection stations, with
+        `on_error`) answer what is pending with an error."""
+        for analyser in self._scheduler.analysers().values():
+            on_error = getattr(analyser, "on_error", None)
+            if callable(on_error):
+                on_error(None, message)
+
     def close_all(self, reason: str) -> None:
         for analyser in self._scheduler.analysers().values():
             analyser.close(reason)

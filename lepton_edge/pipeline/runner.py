@@ -188,6 +188,8 @@ class Pipeline:
             except BaseException as err:  # recorded and re-raised by the daemon, never lost
                 log.exception("pipeline thread %s failed", threading.current_thread().name)
                 self.error = err
+                # Pending inspections are answered `error: backend` now, not at their deadline.
+                self.analyse.failed(f"{threading.current_thread().name}: {err}")
                 self._stop.set()
                 self.finished.set()
         return run
@@ -333,13 +335,16 @@ class Pipeline:
 
     def health(self, state: str) -> HealthMessage:
         cams = []
+        analysers = self.scheduler.analysers()
         for s in self.sources():
             st = s.stats()
             c = self.stats.camera(s.id)
+            counters = getattr(analysers.get(s.id), "counters", None)  # an inspection station
             cams.append(CameraHealth(id=s.id, state=st.state.value, fps=st.fps, frames=st.frames,
                                      dropped=st.dropped, reconnects=st.reconnects,
                                      published=c.published, last_error=st.last_error,
-                                     skipped=c.skipped))
+                                     skipped=c.skipped,
+                                     inspection=counters if isinstance(counters, dict) else None))
         sinks = {sink.name: sink.status() for sink in self.emitter.sinks  # type: ignore[attr-defined]
                  if callable(getattr(sink, "status", None))}
         return HealthMessage(ts=time.time(), state=state, uptime_s=self.stats.uptime,

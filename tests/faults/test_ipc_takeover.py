@@ -57,7 +57,10 @@ def test_second_daemon_on_a_live_ipc_socket_is_refused_first_stays_reachable(
                                      loop=False, max_frames=40))
     assert second.wait(timeout=120) == 2, second.stderr()
     errors = [ln for ln in second.stderr().splitlines() if "error" in ln.lower()]
-    assert errors == [f"lepton-edge: error: publish.endpoint: ipc://{sock_path} is in use: "
+    line = next(i for i, t in enumerate((tmp_path / "second.yaml").read_text().splitlines(), 1)
+                if "endpoint" in t)
+    assert errors == [f"lepton-edge: error: {tmp_path / 'second.yaml'}:{line}: "
+                      f"publish.endpoint: ipc://{sock_path} is in use: "
                       f"another daemon is listening on it; stop that one, or give this daemon "
                       f"another ipc:// path"], second.stderr()
     assert "Traceback" not in second.stderr()

@@ -21,8 +21,8 @@ from lepton_edge.backends.tensorrt.cuda import kernels
 from lepton_edge.backends.tensorrt.plan import plan_settings
 from lepton_edge.compiler.build import CompileOptions, plan_step
 from lepton_edge.config import parse_config
-from lepton_edge.run import backend_options
 from lepton_edge.errors import BackendUnavailableError, ModelError
+from lepton_edge.run import backend_options
 
 from ...support.trt_standins import (
     MEMORY,
