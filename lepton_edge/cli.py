@@ -329,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema.add_parser(sub)
     add_inspection(sub)  # trigger, verdicts export
+    from .analysis.gate import add_parser as add_gate
+
+    add_gate(sub)
     return parser
 
 

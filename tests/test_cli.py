@@ -13,7 +13,7 @@ import pytest
 from .conftest import REPO, daemon_env, run_cli
 
 COMMANDS = ["run", "subscribe", "bench", "keys", "compile", "eval", "diff", "report", "schema",
-            "trigger", "verdicts"]
+            "trigger", "verdicts", "gate"]
 
 
 def test_cpu_path_imports_no_optional_runtime() -> None:

@@ -158,7 +158,7 @@ def _pyproject_extras() -> set[str]:
         # The security preset's http: and its cameras' analysis keys (track, zones, ...) too.
         (["--preset", "security-camera", "--arch", "x86_64"],
          ["metrics", "http", "analysis", "openvino"]),
-        (["--preset", "factory-line", "--arch", "aarch64"], ["metrics", "openvino"]),
+        (["--preset", "factory-line", "--arch", "aarch64"], ["metrics", "plc", "openvino"]),
         (["--arch", "armv7l"], ["metrics", "http", "analysis"]),
         (["--arch", "x86_64", "--no-openvino"], ["metrics", "http", "analysis"]),
         # TensorRT from JetPack instead

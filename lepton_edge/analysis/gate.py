@@ -123,23 +123,20 @@ def _camera(path: Path, cameras: Any, camera: str | None) -> dict[str, Any]:
     return {k: v for k, v in picked.items() if k in SecurityConfig.model_fields}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lepton_edge.analysis.gate",
-                                 description="event recall of a gated run against ungated")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--clip", required=True, type=Path)
     ap.add_argument("--config", required=True, type=Path,
                     help="YAML with one camera's analysis keys (detect, motion, events, ...)")
     ap.add_argument("--camera", help="with a daemon config: the camera whose keys to use")
-    ap.add_argument("--model", default="engines/yolov8n", type=Path)
+    ap.add_argument("--model", default=Path("engines/yolov8n"), type=Path)
     ap.add_argument("--min-recall", type=float, default=0.98)
     ap.add_argument("--json", action="store_true")
-    args = ap.parse_args(argv)
-    try:
-        cfg = load_analysis_config(args.config, args.camera)
-        result = gate(args.clip, cfg, detect_clip(args.clip, args.model))
-    except LeptonError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
+
+
+def run_gate(args: argparse.Namespace) -> int:
+    """Raises LeptonError (the CLI prints it on one line)."""
+    cfg = load_analysis_config(args.config, args.camera)
+    result = gate(args.clip, cfg, detect_clip(args.clip, args.model))
     ok = result["recall"] >= args.min_recall
     print(json.dumps(result) if args.json else
           f"{args.clip}: event recall {result['recall']:.3f} ({result['events_gated']} gated "
@@ -148,6 +145,26 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"({100 * result['fraction_inferred']:.1f}%); {'PASS' if ok else 'FAIL'} "
           f"(floor {args.min_recall})")
     return 0 if ok else 1
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """`lepton-edge gate`: the same as `python -m lepton_edge.analysis.gate`."""
+    p = sub.add_parser("gate", help="event recall of a camera's detect rate and motion gate "
+                                    "against every frame inferred")
+    add_arguments(p)
+    p.set_defaults(func=run_gate)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lepton_edge.analysis.gate",
+                                 description="event recall of a gated run against ungated")
+    add_arguments(ap)
+    args = ap.parse_args(argv)
+    try:
+        return run_gate(args)
+    except LeptonError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
 
 
 if __name__ == "__main__":
