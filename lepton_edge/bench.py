@@ -100,7 +100,7 @@ def bench_cameras(config: Config, frames: int) -> list[dict[str, Any]]:
     for cam in config.cameras:
         if classify(config.camera_url(cam)) != "file":
             continue
-        cams.append({**cam.model_dump(), "mode": "bench", "loop": False,
+        cams.append({**cam.model_dump(exclude_unset=True), "mode": "bench", "loop": False,
                      "max_frames": frames or cam.max_frames})
     if not cams:
         raise ConfigError(f"{config.source}: cameras: bench needs at least one video file")
