@@ -221,7 +221,9 @@ class Pipeline:
         deliver = self._deliver
         while True:
             try:
-                item = self._handoff.get(timeout=0.1)
+                # Busy: a short look for the next frame (to overlap it with the running one),
+                # then complete the oldest; a lone frame must not wait out an idle timeout.
+                item = self._handoff.get(timeout=0.005 if infer.busy else 0.1)
             except queue.Empty:
                 self._on_heartbeat()  # idle (no camera delivers) is not a hang
                 if infer.busy:
