@@ -30,9 +30,9 @@ sys.path.insert(0, str(REPO))
 from lepton_edge.artifact import load_artifact  # noqa: E402
 from lepton_edge.backends import backend_class  # noqa: E402
 from lepton_edge.backends.base import BackendOptions  # noqa: E402
-from lepton_edge.decode import DecodeSettings, decode_yolov8  # noqa: E402
 from lepton_edge.errors import LeptonError  # noqa: E402
-from lepton_edge.preprocess import Letterbox, plan_letterbox  # noqa: E402
+from lepton_edge.pipeline.decode import DecodeSettings, decode_yolov8  # noqa: E402
+from lepton_edge.pipeline.preprocess import Letterbox, plan_letterbox  # noqa: E402
 
 CONFIGS = [  # (label, backend, precision)
     ("ort float", "onnxruntime", "fp32"),

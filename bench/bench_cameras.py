@@ -27,10 +27,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from lepton_edge.bench import spec_overrides  # noqa: E402
 from lepton_edge.config import Override  # noqa: E402
-from lepton_edge.daemon import Daemon  # noqa: E402
+from lepton_edge.devtools.bench import spec_overrides  # noqa: E402
 from lepton_edge.run import resolve_run  # noqa: E402
+from lepton_edge.service.daemon import Daemon  # noqa: E402
 
 CLIPS = (REPO / "samples" / "vtest.avi", REPO / "samples" / "bikes.mp4")
 

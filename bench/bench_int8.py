@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from lepton_edge.artifact import load_artifact  # noqa: E402
 from lepton_edge.backends import BackendOptions, create_backend  # noqa: E402
-from lepton_edge.preprocess import letterbox  # noqa: E402
+from lepton_edge.pipeline.preprocess import letterbox  # noqa: E402
 
 
 def main() -> int:

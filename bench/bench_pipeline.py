@@ -21,9 +21,9 @@ import cv2
 from lepton_edge.artifact import load_artifact
 from lepton_edge.backends import create_backend
 from lepton_edge.backends.base import BackendOptions
-from lepton_edge.bench import bench_one
-from lepton_edge.decode import DecodeSettings, decode_yolov8
-from lepton_edge.preprocess import letterbox
+from lepton_edge.devtools.bench import bench_one
+from lepton_edge.pipeline.decode import DecodeSettings, decode_yolov8
+from lepton_edge.pipeline.preprocess import letterbox
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,8 +16,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from lepton_edge.bench import resolve_bench  # noqa: E402
-from lepton_edge.daemon import Daemon  # noqa: E402
+from lepton_edge.devtools.bench import resolve_bench  # noqa: E402
+from lepton_edge.service.daemon import Daemon  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 

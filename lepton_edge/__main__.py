@@ -2,6 +2,6 @@ from __future__ import annotations
 
 import sys
 
-from .cli import main
+from lepton_edge.cli import main
 
 sys.exit(main())

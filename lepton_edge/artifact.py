@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ModelError
+from lepton_edge.errors import ModelError
 
 MANIFEST = "manifest.yaml"
 FORMAT = "lepton-edge/artifact-1"
@@ -98,7 +98,7 @@ def check_runnable(art: Artifact) -> None:
     """Refuse an artifact the runtime cannot feed or decode, before any backend or camera
     opens: a model family without a decoder, an input the letterbox does not produce
     (NCHW, 3 channels, RGB scaled by 1/255), a stride that is not positive."""
-    from .decode import DECODERS
+    from lepton_edge.pipeline.decode import DECODERS
 
     where = art.root / MANIFEST if art.root.is_dir() else art.root
     if art.family not in DECODERS:

@@ -16,11 +16,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
-from .errors import LeptonError
+from lepton_edge import __version__
+from lepton_edge.errors import LeptonError
 
 if TYPE_CHECKING:
-    from .config import Config, Override
+    from lepton_edge.config import Config, Override
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # The bundled sample config, found next to the package in a checkout (an editable install);
@@ -43,16 +43,16 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def log_level_overrides(args: argparse.Namespace) -> list[Override]:
     """`--log-level` as a config override: the flag beats the file's `log_level`."""
-    from .config import Override
+    from lepton_edge.config import Override
 
     level = getattr(args, "log_level", None)
     return [Override("log_level", level, "--log-level")] if level else []
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .config import Override
-    from .daemon import main_run
-    from .run import RunOptions, resolve_run
+    from lepton_edge.config import Override
+    from lepton_edge.run import RunOptions, resolve_run
+    from lepton_edge.service.daemon import main_run
 
     overrides = log_level_overrides(args)
     if args.endpoint is not None:
@@ -64,7 +64,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     on_frame = None
     annotator = None
     if args.annotate:
-        from .annotate import Annotator
+        from lepton_edge.devtools.annotate import Annotator
 
         annotator = Annotator(Path(args.annotate), fps=_source_fps(run.config))
         on_frame = annotator.add
@@ -79,7 +79,7 @@ def _source_fps(config: Config, default: float = 10.0) -> float:
     """The first camera's own frame rate, so an annotated replay plays at the clip's speed."""
     import cv2
 
-    from .sources import classify
+    from lepton_edge.pipeline.sources import classify
 
     url = config.camera_url(config.cameras[0])
     if classify(url) != "file":
@@ -91,9 +91,9 @@ def _source_fps(config: Config, default: float = 10.0) -> float:
 
 
 def _cmd_subscribe(args: argparse.Namespace) -> int:
-    from .errors import ConfigError
-    from .messages import DetectionMessage, EventMessage, HealthMessage, VerdictMessage
-    from .subscribe import Subscriber
+    from lepton_edge.errors import ConfigError
+    from lepton_edge.messages import DetectionMessage, EventMessage, HealthMessage, VerdictMessage
+    from lepton_edge.subscribe import Subscriber
 
     if any(not c for c in args.camera or ()):
         raise ConfigError("--camera: an empty camera id would match every camera; give an id "
@@ -152,13 +152,13 @@ def _cmd_subscribe(args: argparse.Namespace) -> int:
 def _curve_options(args: argparse.Namespace) -> dict[str, Any]:
     if not (args.curve_server_key or args.curve_client_key):
         return {}
-    from .errors import ConfigError
+    from lepton_edge.errors import ConfigError
 
     if not (args.curve_server_key and args.curve_client_key):
         raise ConfigError("--curve-server-key and --curve-client-key go together")
     import zmq.auth
 
-    from .subscribe import load_client_keys
+    from lepton_edge.subscribe import load_client_keys
 
     try:
         server_public = zmq.auth.load_certificate(args.curve_server_key)[0]
@@ -170,7 +170,7 @@ def _curve_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _format_outcome(msg: Any) -> str:
     """One line per event or verdict, e.g. `event plaza start person #3 (0.91) zones door`."""
-    from .messages import EventMessage
+    from lepton_edge.messages import EventMessage
 
     if isinstance(msg, EventMessage):
         zones = f" zones {','.join(msg.zones)}" if msg.zones else ""
@@ -187,7 +187,7 @@ def _format_detection(msg: object, as_json: bool) -> str:
 
     if as_json:
         return json.dumps(asdict(msg))  # type: ignore[call-overload]
-    from .messages import DetectionMessage
+    from lepton_edge.messages import DetectionMessage
 
     assert isinstance(msg, DetectionMessage)
     shown = ", ".join(f"{d.label} {d.score:.2f}" for d in msg.detections[:6])
@@ -198,13 +198,13 @@ def _format_detection(msg: object, as_json: bool) -> str:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import main_bench
+    from lepton_edge.devtools.bench import main_bench
 
     return main_bench(args)
 
 
 def _cmd_keys(args: argparse.Namespace) -> int:
-    from .keys import main_keys
+    from lepton_edge.keys import main_keys
 
     return main_keys(args)
 
@@ -324,19 +324,19 @@ def build_parser() -> argparse.ArgumentParser:
         ("report", "plot a recording", "add_report_arguments", "run_report"),
     ])
     _add_keys(sub)
-    from . import schema
-    from .analysis.inspection.commands import add_parsers as add_inspection
+    from lepton_edge import schema
+    from lepton_edge.analysis.inspection.commands import add_parsers as add_inspection
 
     schema.add_parser(sub)
     add_inspection(sub)  # trigger, verdicts export
-    from .analysis.gate import add_parser as add_gate
+    from lepton_edge.analysis.gate import add_parser as add_gate
 
     add_gate(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from . import logs
+    from lepton_edge import logs
 
     parser = build_parser()
     args = parser.parse_args(argv)

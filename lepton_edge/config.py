@@ -20,16 +20,16 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .analysis.events import EventsConfig
-from .analysis.inspection.station import InspectConfig
-from .analysis.motion import DetectConfig, MotionConfig
-from .analysis.security import security_config
-from .analysis.snapshots import SnapshotConfig, SnapshotRetention
-from .analysis.tracking import TrackConfig
-from .analysis.zones import LineConfig, ZoneConfig
-from .errors import ConfigError
-from .sinks.http.config import HttpConfig
-from .sinks.mqtt import MqttConfig
+from lepton_edge.analysis.events import EventsConfig
+from lepton_edge.analysis.inspection.station import InspectConfig
+from lepton_edge.analysis.motion import DetectConfig, MotionConfig
+from lepton_edge.analysis.security import security_config
+from lepton_edge.analysis.snapshots import SnapshotConfig, SnapshotRetention
+from lepton_edge.analysis.tracking import TrackConfig
+from lepton_edge.analysis.zones import LineConfig, ZoneConfig
+from lepton_edge.errors import ConfigError
+from lepton_edge.sinks.http.config import HttpConfig
+from lepton_edge.sinks.mqtt import MqttConfig
 
 Precision = Literal["int8", "fp16", "bf16", "fp32"]
 BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")

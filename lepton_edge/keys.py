@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError
+from lepton_edge.errors import ConfigError
 
 SECRET_MODE = 0o600
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")

@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .detections import Detections
-from .errors import MessageError
+from lepton_edge.detections import Detections
+from lepton_edge.errors import MessageError
 
 SCHEMA_VERSION = 1
 DET_PREFIX = "det."

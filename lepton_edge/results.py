@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .detections import Detections
+from lepton_edge.detections import Detections
 
 
 @dataclass(frozen=True, slots=True)

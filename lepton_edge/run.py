@@ -24,9 +24,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .artifact import ENCODINGS, Artifact, check_runnable, load_artifact
-from .backends.base import BackendOptions, BackendSettings, NoOptions, options_model
-from .config import (
+from lepton_edge.artifact import ENCODINGS, Artifact, check_runnable, load_artifact
+from lepton_edge.backends.base import BackendOptions, BackendSettings, NoOptions, options_model
+from lepton_edge.config import (
     Config,
     ConfigFile,
     Override,
@@ -37,8 +37,8 @@ from .config import (
     format_errors,
     read_config_file,
 )
-from .decode import DecodeSettings
-from .errors import ConfigError, LeptonError
+from lepton_edge.errors import ConfigError, LeptonError
+from lepton_edge.pipeline.decode import DecodeSettings
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ def _backend(config: Config, file: ConfigFile, overrides: Sequence[Override],
     """The backend to build (`auto` resolved once) and its options validated against the
     `Options` model its module declares (None for a backend that declares none: a plugin
     wrapping a registered backend then hands that one its defaults)."""
-    from .backends import backend_class, resolve
+    from lepton_edge.backends import backend_class, resolve
 
     try:
         if previous is not None and previous.config.backend == config.backend:
@@ -207,7 +207,7 @@ def _check_encoding(backend: str, config: Config, artifact: Artifact) -> None:
 
 
 def _check_curve(config: Config, file: ConfigFile, overrides: Sequence[Override]) -> None:
-    from .keys import load_secret_keypair
+    from lepton_edge.keys import load_secret_keypair
 
     curve = config.publish.curve
     if curve is None:
@@ -226,7 +226,7 @@ def _check_curve(config: Config, file: ConfigFile, overrides: Sequence[Override]
 
 def backend_options(config: Config, settings: BackendSettings | None = None) -> BackendOptions:
     """The settings every backend reads, from the config, with the backend's own `settings`."""
-    from .config import default_state_dir
+    from lepton_edge.config import default_state_dir
 
     state = config.resolve(config.state_dir) if config.state_dir else default_state_dir()
     return BackendOptions(precision=config.precision, threads=config.threads,

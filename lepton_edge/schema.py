@@ -16,21 +16,21 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, create_model
 
-from .config import Config
-from .messages import DetectionMessage, EventMessage, HealthMessage, VerdictMessage
+from lepton_edge.config import Config
+from lepton_edge.messages import DetectionMessage, EventMessage, HealthMessage, VerdictMessage
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 def config_model() -> type[BaseModel]:
     """Config with the `mqtt:` and `http:` sections (added here until Config has them)."""
     extra: dict[str, Any] = {}
     try:
-        from .sinks.mqtt import MqttConfig
+        from lepton_edge.sinks.mqtt import MqttConfig
 
         if "mqtt" not in Config.model_fields:
             extra["mqtt"] = (MqttConfig | None, None)
     except ImportError:  # pragma: no cover - the module imports paho lazily
         pass
-    from .sinks.http.config import HttpConfig
+    from lepton_edge.sinks.http.config import HttpConfig
 
     if "http" not in Config.model_fields:
         extra["http"] = (HttpConfig | None, None)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import zmq
 
-from .errors import MessageError
-from .messages import (
+from lepton_edge.errors import MessageError
+from lepton_edge.messages import (
     DET_PREFIX,
     EVENT_PREFIX,
     HEALTH_TOPIC,

@@ -8,8 +8,7 @@ import yaml
 
 from lepton_edge.artifact import describe_onnx, load_artifact
 from lepton_edge.errors import ModelError
-
-from .conftest import ENGINE
+from tests.conftest import ENGINE
 
 
 def test_bundled_artifact_loads_and_verifies() -> None:

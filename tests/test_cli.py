@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, daemon_env, run_cli
+from tests.conftest import REPO, daemon_env, run_cli
 
 COMMANDS = ["run", "subscribe", "bench", "keys", "compile", "eval", "diff", "report", "schema",
             "trigger", "verdicts", "gate"]

@@ -18,10 +18,9 @@ import yaml
 
 from lepton_edge.cli import main
 from lepton_edge.compiler.accuracy import CANDIDATE, REFERENCE
-from lepton_edge.recording import read_recording
-
-from .conftest import ENGINE, REPO, SAMPLES, run_cli, write_config
-from .test_recording import GOLDEN
+from lepton_edge.devtools.recording import read_recording
+from tests.conftest import ENGINE, REPO, SAMPLES, run_cli, write_config
+from tests.devtools.test_recording import GOLDEN
 
 CONFIG = GOLDEN.parent / "bench-fp32.yaml"
 FRAMES = 200  # cameras[0].max_frames in the golden config

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, write_config
+from tests.conftest import REPO, write_config
 
 NODE_MODULES = REPO / ".node" / "node_modules"
 

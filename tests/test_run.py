@@ -16,8 +16,7 @@ from lepton_edge.backends.openvino import OpenVinoOptions
 from lepton_edge.config import Override
 from lepton_edge.errors import ConfigError, ModelError
 from lepton_edge.run import ResolvedRun, RunOptions, resolve_run
-
-from .conftest import ENGINE, write_config
+from tests.conftest import ENGINE, write_config
 
 
 def _fp32_artifact(tmp_path: Path, **manifest_changes: object) -> Path:

@@ -18,8 +18,7 @@ import jsonschema
 from lepton_edge.detections import Detections
 from lepton_edge.messages import CameraHealth, HealthMessage, detections_payload, health_payload
 from lepton_edge.schema import add_parser, schemas, write_schemas
-
-from .conftest import REPO
+from tests.conftest import REPO
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +85,7 @@ def test_wire_messages_validate(all_schemas) -> None:
 
 
 def test_outcome_messages_validate(all_schemas) -> None:
-    from .sinks.conftest import event
+    from tests.sinks.conftest import event
 
     ev = json.loads(event("plaza", 4, kind="end", zones=["door"]).to_payload())
     assert _errors(all_schemas["event.schema.json"], ev) == []

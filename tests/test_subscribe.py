@@ -17,12 +17,11 @@ import zmq
 
 from lepton_edge.config import Publish
 from lepton_edge.messages import DetectionMessage, HealthMessage, health_payload
-from lepton_edge.publish import Publisher
+from lepton_edge.sinks.publisher import Publisher
 from lepton_edge.subscribe import Subscriber
-
-from .conftest import daemon_env, free_port, run_cli
-from .test_messages import payload
-from .test_publish import make_keys
+from tests.conftest import daemon_env, free_port, run_cli
+from tests.sinks.test_publisher import make_keys
+from tests.test_messages import payload
 
 CAMERAS = ("gate-10", "gate-1.backup", "gate-1", "gate-2")
 

@@ -22,8 +22,8 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from .tracking import Track
-from .zones import Crossing
+from lepton_edge.analysis.tracking import Track
+from lepton_edge.analysis.zones import Crossing
 
 Score = Annotated[float, Field(gt=0, le=1)]
 

@@ -28,9 +28,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from ..errors import ConfigError, LeptonError
-from .replay import ClipDetections, ReplayResult, detect_clip, replay
-from .security import SecurityConfig, build_security_analyser
+from lepton_edge.analysis.replay import ClipDetections, ReplayResult, detect_clip, replay
+from lepton_edge.analysis.security import SecurityConfig, build_security_analyser
+from lepton_edge.errors import ConfigError, LeptonError
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..artifact import Artifact, load_artifact
-from ..backends import BackendOptions, create_backend
-from ..decode import DecodeSettings, get_decoder
-from ..detections import Detections
-from ..errors import SourceError
-from ..preprocess import Letterbox, plan_letterbox
-from ..results import CameraAnalyser, FrameResult, Outcome
+from lepton_edge.artifact import Artifact, load_artifact
+from lepton_edge.backends import BackendOptions, create_backend
+from lepton_edge.detections import Detections
+from lepton_edge.errors import SourceError
+from lepton_edge.pipeline.decode import DecodeSettings, get_decoder
+from lepton_edge.pipeline.preprocess import Letterbox, plan_letterbox
+from lepton_edge.results import CameraAnalyser, FrameResult, Outcome
 
 log = logging.getLogger(__name__)
 

@@ -13,14 +13,14 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from ..detections import Detections
-from ..errors import ConfigError
-from ..results import Emit, FrameResult
-from .events import EventBook, EventsConfig, TrackHistory
-from .motion import DetectConfig, FrameGate, MotionConfig
-from .snapshots import SnapshotConfig, SnapshotStore, render
-from .tracking import TrackConfig, Tracker
-from .zones import Line, LineConfig, Zone, ZoneConfig
+from lepton_edge.analysis.events import EventBook, EventsConfig, TrackHistory
+from lepton_edge.analysis.motion import DetectConfig, FrameGate, MotionConfig
+from lepton_edge.analysis.snapshots import SnapshotConfig, SnapshotStore, render
+from lepton_edge.analysis.tracking import TrackConfig, Tracker
+from lepton_edge.analysis.zones import Line, LineConfig, Zone, ZoneConfig
+from lepton_edge.detections import Detections
+from lepton_edge.errors import ConfigError
+from lepton_edge.results import Emit, FrameResult
 
 log = logging.getLogger(__name__)
 

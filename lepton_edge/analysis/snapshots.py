@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import ConfigError
+from lepton_edge.errors import ConfigError
 
 NAME = re.compile(r"^[A-Za-z0-9_.:-]+\.jpg$")
 

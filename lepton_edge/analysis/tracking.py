@@ -29,9 +29,9 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..detections import Detections
-from ..errors import ConfigError
-from ..nms import nms
+from lepton_edge.detections import Detections
+from lepton_edge.errors import ConfigError
+from lepton_edge.pipeline.nms import nms
 
 DEFAULT_GROUPS: tuple[tuple[str, ...], ...] = (("car", "truck", "bus"),)
 

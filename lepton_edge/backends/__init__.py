@@ -7,9 +7,9 @@ import importlib
 import importlib.util
 import logging
 
-from ..artifact import Artifact
-from ..errors import BackendUnavailableError
-from .base import Backend, BackendOptions
+from lepton_edge.artifact import Artifact
+from lepton_edge.backends.base import Backend, BackendOptions
+from lepton_edge.errors import BackendUnavailableError
 
 log = logging.getLogger(__name__)
 

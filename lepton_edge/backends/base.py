@@ -23,8 +23,8 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from ..errors import ConfigError
-from ..preprocess import LetterboxPlan
+from lepton_edge.errors import ConfigError
+from lepton_edge.pipeline.preprocess import LetterboxPlan
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,16 @@ from typing import Any
 
 import numpy as np
 
-from ..artifact import Artifact
-from ..errors import BackendUnavailableError, ModelError
-from .base import BackendBase, BackendOptions, BackendSettings, Done, InferenceHandle, TensorSpec
+from lepton_edge.artifact import Artifact
+from lepton_edge.backends.base import (
+    BackendBase,
+    BackendOptions,
+    BackendSettings,
+    Done,
+    InferenceHandle,
+    TensorSpec,
+)
+from lepton_edge.errors import BackendUnavailableError, ModelError
 
 log = logging.getLogger(__name__)
 

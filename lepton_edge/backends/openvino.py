@@ -25,9 +25,15 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from ..artifact import Artifact
-from ..errors import BackendUnavailableError, ConfigError, ModelError
-from .base import BackendBase, BackendOptions, BackendSettings, InferenceHandle, TensorSpec
+from lepton_edge.artifact import Artifact
+from lepton_edge.backends.base import (
+    BackendBase,
+    BackendOptions,
+    BackendSettings,
+    InferenceHandle,
+    TensorSpec,
+)
+from lepton_edge.errors import BackendUnavailableError, ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 

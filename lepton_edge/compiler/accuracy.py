@@ -22,14 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from ..artifact import Artifact
-from ..backends import BackendOptions, create_backend
-from ..backends.base import TensorSpec
-from ..decode import DecodeSettings, get_decoder
-from ..detections import Detections
-from ..errors import CompileError
-from ..preprocess import pixels_from_tensor
-from .calibration import FrameSet
+from lepton_edge.artifact import Artifact
+from lepton_edge.backends import BackendOptions, create_backend
+from lepton_edge.backends.base import TensorSpec
+from lepton_edge.compiler.calibration import FrameSet
+from lepton_edge.detections import Detections
+from lepton_edge.errors import CompileError
+from lepton_edge.pipeline.decode import DecodeSettings, get_decoder
+from lepton_edge.pipeline.preprocess import pixels_from_tensor
 
 log = logging.getLogger(__name__)
 

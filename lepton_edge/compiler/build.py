@@ -22,11 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..artifact import Artifact, describe_onnx, load_artifact, write_manifest
-from ..errors import CompileError
-from . import accuracy, fp16, trt_calib_cache
-from .calibration import DEFAULT_COUNT, Frames, FrameSet, load_frames
-from .quantize import QuantSettings, Ranges, collect_ranges, node_names, quantize_model
+from lepton_edge.artifact import Artifact, describe_onnx, load_artifact, write_manifest
+from lepton_edge.compiler import accuracy, fp16, trt_calib_cache
+from lepton_edge.compiler.calibration import DEFAULT_COUNT, Frames, FrameSet, load_frames
+from lepton_edge.compiler.quantize import (
+    QuantSettings,
+    Ranges,
+    collect_ranges,
+    node_names,
+    quantize_model,
+)
+from lepton_edge.errors import CompileError
 
 log = logging.getLogger("lepton_edge.compile")
 
@@ -204,7 +210,7 @@ def prepare_output(opts: CompileOptions) -> tuple[Path, Artifact]:
 
 
 def _artifact(root: Path, manifest: dict[str, Any]) -> Artifact:
-    from ..artifact import InputInfo
+    from lepton_edge.artifact import InputInfo
 
     inp = manifest["input"]
     info = InputInfo(name=inp["name"], shape=tuple(inp["shape"]), stride=int(inp["stride"]),
@@ -351,7 +357,7 @@ def openvino_step(opts: CompileOptions, out: Path, base: Artifact, frames: Frame
                   report: dict[str, Any]) -> None:
     """The OpenVINO engineer's NNCF encoding, when that module is present and can run."""
     try:
-        from . import openvino_int8  # type: ignore[attr-defined]
+        from lepton_edge.compiler import openvino_int8  # type: ignore[attr-defined]
     except ImportError:
         log.info("compile: int8-openvino skipped (lepton_edge.compiler.openvino_int8 missing)")
         return
@@ -384,7 +390,7 @@ def plan_step(opts: CompileOptions, out: Path, base: Artifact, plans: Any = None
     """Build the TensorRT plan of the device encoding into the engine cache (`--plan`), with
     the settings the daemon derives for the same input size (`plan.plan_settings`). `plans`
     is a `backends.tensorrt.plan.TensorRtPlans` (default: this machine's)."""
-    from ..backends.tensorrt import plan as trt_plan
+    from lepton_edge.backends.tensorrt import plan as trt_plan
 
     if plans is None:
         ok, why = trt_plan.available()

@@ -28,8 +28,8 @@ import cv2
 import numpy as np
 import yaml
 
-from ..errors import CompileError
-from ..preprocess import Letterbox, LetterboxPlan, plan_letterbox
+from lepton_edge.errors import CompileError
+from lepton_edge.pipeline.preprocess import Letterbox, LetterboxPlan, plan_letterbox
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts"}

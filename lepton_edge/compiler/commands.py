@@ -14,11 +14,11 @@ import logging
 import shutil
 from pathlib import Path
 
-from ..errors import CompileError
-from .calibration import DEFAULT_COUNT, DEFAULT_EVAL_COUNT
-from .openvino_int8 import OVERFLOW_FIX
-from .quantize import METHODS, QuantSettings
-from .trt_calib_cache import DEFAULT_VERSION
+from lepton_edge.compiler.calibration import DEFAULT_COUNT, DEFAULT_EVAL_COUNT
+from lepton_edge.compiler.openvino_int8 import OVERFLOW_FIX
+from lepton_edge.compiler.quantize import METHODS, QuantSettings
+from lepton_edge.compiler.trt_calib_cache import DEFAULT_VERSION
+from lepton_edge.errors import CompileError
 
 log = logging.getLogger("lepton_edge.compile")
 
@@ -90,7 +90,7 @@ def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
 def run_compile(args: argparse.Namespace) -> int:
     _logging()
     require_compile_extra("compile")
-    from .build import CompileOptions, compile_model
+    from lepton_edge.compiler.build import CompileOptions, compile_model
 
     if not 0.0 <= args.floor <= 1.0:
         raise CompileError(f"--floor must be between 0 and 1, got {args.floor}")
@@ -139,9 +139,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     _logging()
     require_compile_extra("eval")
-    from ..artifact import check_runnable, load_artifact
-    from . import accuracy
-    from .calibration import load_frames_only
+    from lepton_edge.artifact import check_runnable, load_artifact
+    from lepton_edge.compiler import accuracy
+    from lepton_edge.compiler.calibration import load_frames_only
 
     art = load_artifact(args.artifact)
     check_runnable(art)  # the daemon's check: decoder family, input spec

@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING, Any
 import onnx
 from onnx import TensorProto, helper
 
-from ..errors import CompileError
+from lepton_edge.errors import CompileError
 
 if TYPE_CHECKING:
-    from ..artifact import Artifact
-    from . import accuracy
-    from .calibration import FrameSet
+    from lepton_edge.artifact import Artifact
+    from lepton_edge.compiler import accuracy
+    from lepton_edge.compiler.calibration import FrameSet
 
 log = logging.getLogger("lepton_edge.compile")
 
@@ -47,8 +47,8 @@ def write_and_score(out: Path, base: Artifact, frames: FrameSet,
     """Write `out/model.fp16.onnx` from the artifact's float model and score it against the
     float detections on `frames` (the gate's held-out set), run by ONNX Runtime on the CPU.
     Returns (the manifest's model entry, its accuracy report)."""
-    from . import accuracy
-    from .build import FILES, tail_nodes
+    from lepton_edge.compiler import accuracy
+    from lepton_edge.compiler.build import FILES, tail_nodes
 
     kept = tail_nodes(out / FILES["fp32"])
     convert(out / FILES["fp32"], out / FILE, kept)
@@ -175,9 +175,9 @@ def add_to_artifact(root: Path, calib: Path, frames: int | None = None) -> dict[
     """Add (or redo) the fp16 model of an existing artifact without recompiling the rest:
     write it, score it on the held-out frames of `calib` (the first `frames` of them, or
     all), and rewrite the manifest with its entry, report and sha256."""
-    from ..artifact import load_artifact, write_manifest
-    from . import accuracy
-    from .calibration import FrameSet, load_frames
+    from lepton_edge.artifact import load_artifact, write_manifest
+    from lepton_edge.compiler import accuracy
+    from lepton_edge.compiler.calibration import FrameSet, load_frames
 
     art = load_artifact(root)
     held_out = load_frames(calib, size=art.input.default_size).evaluate

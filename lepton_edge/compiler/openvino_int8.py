@@ -59,7 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CompileError
+from lepton_edge.errors import CompileError
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +95,10 @@ def quantize_openvino(
 ) -> list[str]:
     """Quantize `float_onnx` with NNCF and write `out_dir/openvino-int8/model.xml` and `.bin`.
 
-    `calibration`: letterboxed (1,3,H,W) float32 tensors from `lepton_edge.preprocess`; H and W
-    may differ and every frame is fed at its own shape (`one_shape=True`: only the frames of
-    the most common shape, the old default). `subset_size` defaults to all of them.
+    `calibration`: letterboxed (1,3,H,W) float32 tensors from
+    `lepton_edge.pipeline.preprocess`; H and W may differ and every frame is fed at its own
+    shape (`one_shape=True`: only the frames of the most common shape, the old default).
+    `subset_size` defaults to all of them.
     `overflow_fix`: NNCF's `OverflowFix` value, "disable" (full 8-bit weights, for CPUs with
     VNNI or AMX), "first_layer_only" (NNCF's default) or "enable" (see the module docstring).
     Returns the two file paths relative to `out_dir`. Raises CompileError saying what to fix.
@@ -163,7 +164,7 @@ def _check_calibration(calibration: Sequence[np.ndarray]) -> list[np.ndarray]:
     for i, x in enumerate(frames):
         if x.ndim != 4 or x.shape[:2] != (1, 3) or x.dtype != np.float32:
             raise CompileError(f"calibration frame {i} is {x.dtype} {x.shape}; expected float32 "
-                               f"(1, 3, H, W) from lepton_edge.preprocess.letterbox")
+                               f"(1, 3, H, W) from lepton_edge.pipeline.preprocess.letterbox")
     return frames
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CompileError
+from lepton_edge.errors import CompileError
 
 log = logging.getLogger(__name__)
 

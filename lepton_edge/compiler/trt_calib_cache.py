@@ -13,7 +13,7 @@ import struct
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..errors import ModelError
+from lepton_edge.errors import ModelError
 
 DEFAULT_VERSION = 8601  # TensorRT 8.6.1 (JetPack 6.0 ships 8.6.2; JetPack 5.1 ships 8.5.2)
 ALGORITHM = "EntropyCalibration2"

@@ -7,8 +7,8 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from ..results import FrameResult
-from .schedule import Scheduler
+from lepton_edge.pipeline.schedule import Scheduler
+from lepton_edge.results import FrameResult
 
 
 class AnalyseStage:

@@ -7,9 +7,9 @@ import time
 
 import numpy as np
 
-from ..decode import DecodeSettings, get_decoder
-from ..detections import Detections
-from ..preprocess import LetterboxPlan
+from lepton_edge.detections import Detections
+from lepton_edge.pipeline.decode import DecodeSettings, get_decoder
+from lepton_edge.pipeline.preprocess import LetterboxPlan
 
 
 class DecodeStage:

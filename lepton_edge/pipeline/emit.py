@@ -11,10 +11,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from ..messages import HealthMessage, detections_payload
-from ..results import FrameResult, Outcome
-from ..sinks.base import Sink
-from .stats import RunStats
+from lepton_edge.messages import HealthMessage, detections_payload
+from lepton_edge.pipeline.stats import RunStats
+from lepton_edge.results import FrameResult, Outcome
+from lepton_edge.sinks.base import Sink
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..backends.base import Backend
-from .prepare import Job
+from lepton_edge.backends.base import Backend
+from lepton_edge.pipeline.prepare import Job
 
 
 class Inferrer:

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..backends.base import Backend, ImageInputBackend
-from ..preprocess import Letterbox, LetterboxPlan, plan_letterbox
-from ..sources import Frame
+from lepton_edge.backends.base import Backend, ImageInputBackend
+from lepton_edge.pipeline.preprocess import Letterbox, LetterboxPlan, plan_letterbox
+from lepton_edge.pipeline.sources import Frame
 
 log = logging.getLogger(__name__)
 

@@ -26,21 +26,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backends.base import Backend
-from ..decode import DecodeSettings
-from ..detections import Detections
-from ..messages import CameraHealth, HealthMessage
-from ..preprocess import LetterboxPlan
-from ..results import CameraAnalyser, FrameResult
-from ..sinks.base import Sink
-from ..sources import Source, State
-from .analyse import AnalyseStage
-from .decoding import DecodeStage
-from .emit import Emitter
-from .infer import Inferrer
-from .prepare import Job, Preparer
-from .schedule import Scheduler
-from .stats import RunStats
+from lepton_edge.backends.base import Backend
+from lepton_edge.detections import Detections
+from lepton_edge.messages import CameraHealth, HealthMessage
+from lepton_edge.pipeline.analyse import AnalyseStage
+from lepton_edge.pipeline.decode import DecodeSettings
+from lepton_edge.pipeline.decoding import DecodeStage
+from lepton_edge.pipeline.emit import Emitter
+from lepton_edge.pipeline.infer import Inferrer
+from lepton_edge.pipeline.prepare import Job, Preparer
+from lepton_edge.pipeline.preprocess import LetterboxPlan
+from lepton_edge.pipeline.schedule import Scheduler
+from lepton_edge.pipeline.sources import Source, State
+from lepton_edge.pipeline.stats import RunStats
+from lepton_edge.results import CameraAnalyser, FrameResult
+from lepton_edge.sinks.base import Sink
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import threading
 
-from ..results import CameraAnalyser
-from ..sources import Frame, Source
-from .stats import RunStats
+from lepton_edge.pipeline.sources import Frame, Source
+from lepton_edge.pipeline.stats import RunStats
+from lepton_edge.results import CameraAnalyser
 
 
 class Scheduler:

@@ -18,8 +18,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from ..messages import HealthMessage
-from ..results import FrameResult, Outcome
+from lepton_edge.messages import HealthMessage
+from lepton_edge.results import FrameResult, Outcome
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..messages import HealthMessage
-from ..results import FrameResult, Outcome
+from lepton_edge.messages import HealthMessage
+from lepton_edge.results import FrameResult, Outcome
 
 OnFrame = Callable[[FrameResult, bytes], None]
 

@@ -23,11 +23,11 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..analysis.inspection.rules import Roi
-from ..analysis.inspection.verdict import Verdict
-from ..errors import ConfigError
-from ..results import Outcome
-from .base import QueuedSink
+from lepton_edge.analysis.inspection.rules import Roi
+from lepton_edge.analysis.inspection.verdict import Verdict
+from lepton_edge.errors import ConfigError
+from lepton_edge.results import Outcome
+from lepton_edge.sinks.base import QueuedSink
 
 log = logging.getLogger(__name__)
 

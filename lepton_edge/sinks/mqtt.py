@@ -37,11 +37,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .. import __version__
-from ..errors import BackendUnavailableError, ConfigError
-from ..messages import HealthMessage, health_payload
-from ..results import FrameResult, Outcome
-from .base import QueuedSink
+from lepton_edge import __version__
+from lepton_edge.errors import BackendUnavailableError, ConfigError
+from lepton_edge.messages import HealthMessage, health_payload
+from lepton_edge.results import FrameResult, Outcome
+from lepton_edge.sinks.base import QueuedSink
 
 log = logging.getLogger(__name__)
 

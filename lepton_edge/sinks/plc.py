@@ -35,9 +35,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..analysis.inspection.triggers import Backoff, require_pymodbus
-from ..messages import HealthMessage
-from ..results import FrameResult, Outcome
+from lepton_edge.analysis.inspection.triggers import Backoff, require_pymodbus
+from lepton_edge.messages import HealthMessage
+from lepton_edge.results import FrameResult, Outcome
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import gzip
 from pathlib import Path
 from typing import IO
 
-from ..messages import HealthMessage, health_payload
-from ..results import FrameResult, Outcome
+from lepton_edge.messages import HealthMessage, health_payload
+from lepton_edge.results import FrameResult, Outcome
 
 
 class RecorderSink:

@@ -28,7 +28,7 @@ from typing import IO, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import ConfigError
+from lepton_edge.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ that uses the socket."""
 
 from __future__ import annotations
 
-from ..messages import DET_PREFIX, HEALTH_TOPIC, HealthMessage, health_payload
-from ..publish import Publisher
-from ..results import FrameResult, Outcome
+from lepton_edge.messages import DET_PREFIX, HEALTH_TOPIC, HealthMessage, health_payload
+from lepton_edge.results import FrameResult, Outcome
+from lepton_edge.sinks.publisher import Publisher
 
 
 class ZmqSink:

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from lepton_edge.analysis.replay import ClipDetections
-
-from ..conftest import BIKES, ENGINE, REPO, VTEST
+from tests.conftest import BIKES, ENGINE, REPO, VTEST
 
 
 def _detect(clip: Path) -> ClipDetections:

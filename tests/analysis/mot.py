@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from lepton_edge.detections import Detections
-from lepton_edge.nms import box_iou
+from lepton_edge.pipeline.nms import box_iou
 
 GtFrame = list[tuple[int, np.ndarray]]  # (object id, xyxy)
 

@@ -11,8 +11,7 @@ import yaml
 
 from lepton_edge.messages import DetectionMessage, EventMessage, HealthMessage
 from lepton_edge.subscribe import Subscriber
-
-from ..conftest import VTEST, write_config
+from tests.conftest import VTEST, write_config
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("trackers") is None,
                                 reason="tracking needs the trackers package: "

@@ -10,9 +10,8 @@ import pytest
 from lepton_edge.analysis.gate import event_recall, gate, main
 from lepton_edge.analysis.replay import ClipDetections
 from lepton_edge.analysis.security import SecurityConfig
-
-from ..conftest import BIKES, ENGINE, VTEST
-from .test_security import VTEST_ANALYSIS
+from tests.analysis.test_security import VTEST_ANALYSIS
+from tests.conftest import BIKES, ENGINE, VTEST
 
 pytest.importorskip("trackers", reason="tracking needs the analysis extra (trackers)")
 

@@ -18,8 +18,7 @@ from lepton_edge.analysis.motion import DetectConfig, FrameGate, MotionConfig, M
 from lepton_edge.analysis.replay import Detector, frames_of
 from lepton_edge.analysis.security import SecurityConfig, build_security_analyser
 from lepton_edge.results import FrameResult
-
-from ..conftest import BIKES, ENGINE, VTEST
+from tests.conftest import BIKES, ENGINE, VTEST
 
 FPS = 10.0
 

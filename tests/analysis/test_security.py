@@ -19,10 +19,9 @@ from lepton_edge.analysis.security import (
     security_config,
 )
 from lepton_edge.analysis.snapshots import SnapshotStore
-from lepton_edge.nms import box_iou
+from lepton_edge.pipeline.nms import box_iou
 from lepton_edge.results import FrameResult
-
-from ..conftest import VTEST
+from tests.conftest import VTEST
 
 pytest.importorskip("trackers", reason="tracking needs the analysis extra (trackers)")
 
@@ -208,7 +207,7 @@ def test_analysis_cost_per_frame(vtest_run: tuple[ReplayResult, Any, SnapshotSto
 
 def test_vtest_fragmented_tracks_are_few(
         vtest_run: tuple[ReplayResult, Any, SnapshotStore]) -> None:
-    from .fragments import fragments
+    from tests.analysis.fragments import fragments
 
     f = fragments(vtest_run[0].tracked, 768, 576, fps=10.0)
     print(f"vtest confirmed tracks and fragments (re-born near a lost track): {f}")

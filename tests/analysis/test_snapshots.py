@@ -11,8 +11,7 @@ import pytest
 
 from lepton_edge.analysis.snapshots import SnapshotConfig, SnapshotStore, render
 from lepton_edge.errors import ConfigError
-
-from ..conftest import VTEST
+from tests.conftest import VTEST
 
 
 @pytest.fixture(scope="module")

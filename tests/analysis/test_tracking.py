@@ -58,7 +58,7 @@ LIBRARY_DEFAULTS = TrackConfig(activation_score=0.7, high_score=0.6, lost_buffer
 
 
 def _tud(cfg: TrackConfig, step: int, seeds: int = 3) -> dict[str, float]:
-    from .mot import noisy, score, tud_campus
+    from tests.analysis.mot import noisy, score, tud_campus
 
     gt = tud_campus()
     runs = []

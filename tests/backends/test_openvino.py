@@ -12,9 +12,9 @@ from pydantic import ValidationError
 from lepton_edge.artifact import load_artifact
 from lepton_edge.backends.base import Backend, BackendOptions
 from lepton_edge.backends.onnxruntime import OnnxRuntimeOptions
-from lepton_edge.decode import DecodeSettings, decode_yolov8
 from lepton_edge.errors import BackendUnavailableError, ConfigError, ModelError
-from lepton_edge.preprocess import letterbox
+from lepton_edge.pipeline.decode import DecodeSettings, decode_yolov8
+from lepton_edge.pipeline.preprocess import letterbox
 
 pytest.importorskip("openvino", reason="needs the openvino extra: pip install "
                                        "'lepton-edge[openvino]'")

@@ -15,8 +15,7 @@ from lepton_edge.compiler import commands
 from lepton_edge.compiler.build import compile_model, conv_groups, tail_nodes
 from lepton_edge.compiler.quantize import qdq_summary
 from lepton_edge.errors import CompileError, ModelError
-
-from .conftest import MODEL, SAMPLES, small_options
+from tests.compiler.conftest import MODEL, SAMPLES, small_options
 
 
 def test_artifact_has_both_encodings_and_a_complete_manifest(small_artifact: Path) -> None:

@@ -8,9 +8,8 @@ import pytest
 
 from lepton_edge.compiler.calibration import load_frames, load_frames_only
 from lepton_edge.errors import CompileError
-from lepton_edge.preprocess import letterbox
-
-from .conftest import SAMPLES
+from lepton_edge.pipeline.preprocess import letterbox
+from tests.compiler.conftest import SAMPLES
 
 
 def test_spec_sets_are_disjoint_and_letterboxed_like_the_daemon(small_spec: Path) -> None:

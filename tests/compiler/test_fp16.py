@@ -15,9 +15,8 @@ from onnx import TensorProto, numpy_helper
 from lepton_edge.artifact import load_artifact
 from lepton_edge.compiler import fp16
 from lepton_edge.compiler.build import tail_nodes
-from lepton_edge.preprocess import Letterbox, plan_letterbox
-
-from .conftest import MODEL, SAMPLES
+from lepton_edge.pipeline.preprocess import Letterbox, plan_letterbox
+from tests.compiler.conftest import MODEL, SAMPLES
 
 pytest.importorskip("onnxconverter_common", reason="the compile extra's onnxconverter-common")
 

@@ -13,9 +13,9 @@ import yaml
 
 from lepton_edge.artifact import MANIFEST, load_artifact, write_manifest
 from lepton_edge.backends.base import BackendOptions
-from lepton_edge.decode import DecodeSettings, decode_yolov8
 from lepton_edge.errors import CompileError
-from lepton_edge.preprocess import letterbox
+from lepton_edge.pipeline.decode import DecodeSettings, decode_yolov8
+from lepton_edge.pipeline.preprocess import letterbox
 
 pytest.importorskip("nncf", reason="needs the openvino extra: pip install 'lepton-edge[openvino]'")
 from lepton_edge.backends.openvino import OpenVinoBackend

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .rtsp import CAPTURE_OPTIONS, RtspServer, rtsp_available
+from tests.faults.rtsp import CAPTURE_OPTIONS, RtspServer, rtsp_available
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_VIDEO = REPO_ROOT / "samples" / "vtest.avi"  # 768x576, 10 fps

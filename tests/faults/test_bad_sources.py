@@ -13,8 +13,8 @@ import re
 import time
 from pathlib import Path
 
-from ..conftest import VTEST, free_port, run_cli, write_config
-from .watch import Watch, max_gap, row
+from tests.conftest import VTEST, free_port, run_cli, write_config
+from tests.faults.watch import Watch, max_gap, row
 
 PAUSE_S = 2.0
 RETRY = {"open_timeout": 2, "read_timeout": 1, "stall_timeout": 2,
@@ -34,7 +34,7 @@ def corrupt_file(path: Path) -> Path:
 
 def reasons(stderr: str, camera: str) -> set[str]:
     """The distinct failure reasons the capture thread logged for `camera` (the retry delay
-    stripped; the end-of-run summary is not a log line of lepton_edge.sources)."""
+    stripped; the end-of-run summary is not a log line of lepton_edge.pipeline.sources)."""
     found = re.findall(rf"sources: camera {re.escape(camera)}: (.+?)(?:; retrying in [\d.]+ s)?$",
                        stderr, re.MULTILINE)
     states = {"connecting", "connected", "retrying", "failed", "finished", "stopped"}

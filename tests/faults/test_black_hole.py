@@ -15,9 +15,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..conftest import write_config
-from ..support.camera_servers import BlackHole, short_clip
-from .watch import Watch, max_gap, row
+from tests.conftest import write_config
+from tests.faults.watch import Watch, max_gap, row
+from tests.support.camera_servers import BlackHole, short_clip
 
 OPEN_TIMEOUT_S = 4.0
 PHASE_S = 6.0

@@ -17,10 +17,10 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
-from ..conftest import VTEST, free_port, write_config
-from ..support.camera_servers import AuthServer
-from .rtsp import CAPTURE_OPTIONS, RtspServer
-from .watch import Watch, row
+from tests.conftest import VTEST, free_port, write_config
+from tests.faults.rtsp import CAPTURE_OPTIONS, RtspServer
+from tests.faults.watch import Watch, row
+from tests.support.camera_servers import AuthServer
 
 RETRY = {"open_timeout": 2, "read_timeout": 1, "stall_timeout": 2,
          "reconnect": {"initial": 0.2, "max": 1}}

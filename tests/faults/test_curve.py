@@ -23,8 +23,7 @@ from lepton_edge.errors import ConfigError
 from lepton_edge.keys import create_keypair, main_keys
 from lepton_edge.messages import DetectionMessage
 from lepton_edge.subscribe import Subscriber, load_client_keys
-
-from ..conftest import VTEST, run_cli, write_config
+from tests.conftest import VTEST, run_cli, write_config
 
 pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq built without CURVE")
 

@@ -28,8 +28,7 @@ from lepton_edge.messages import (
     health_payload,
 )
 from lepton_edge.subscribe import Subscriber
-
-from ..conftest import free_port
+from tests.conftest import free_port
 
 FUZZ = settings(max_examples=300, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])

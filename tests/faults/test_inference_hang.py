@@ -2,7 +2,7 @@
 blocks inside the backend (tests/support/hang_backend.py: the real ONNX Runtime backend until
 a flag file appears), while capture, publishing, health and STATUS go on. WATCHDOG=1 must
 stop, so systemd's WatchdogSec= restarts the service; a camera that merely delivers nothing
-keeps feeding it (tests/test_service.py).
+keeps feeding it (tests/service/test_service.py).
 
 For the fault table, the test prints how long before the hang the last WATCHDOG=1 came; systemd
 kills the daemon WatchdogSec after that ping."""
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import yaml
 
-from ..conftest import VTEST, write_config
-from ..support.hang_backend import FLAG_ENV
-from ..support.message_log import MessageLog
-from ..support.notify_listener import NotifyListener
+from tests.conftest import VTEST, write_config
+from tests.support.hang_backend import FLAG_ENV
+from tests.support.message_log import MessageLog
+from tests.support.notify_listener import NotifyListener
 
 WATCHDOG_SEC = 1.0  # the daemon pings every 0.5 s
 

@@ -20,8 +20,7 @@ import pytest
 
 from lepton_edge.messages import DetectionMessage
 from lepton_edge.subscribe import Subscriber
-
-from ..conftest import VTEST, write_config
+from tests.conftest import VTEST, write_config
 
 NOBODY = 65534
 # Runs as another user: connect to the unix socket and say what the kernel answered.

@@ -21,8 +21,7 @@ import pytest
 
 from lepton_edge.messages import DetectionMessage
 from lepton_edge.subscribe import Subscriber
-
-from ..conftest import VTEST, write_config
+from tests.conftest import VTEST, write_config
 
 
 @pytest.fixture

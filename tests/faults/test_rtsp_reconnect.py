@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import VTEST, write_config
-from .rtsp import CAPTURE_OPTIONS, RtspServer
-from .watch import Watch, max_gap, row
+from tests.conftest import VTEST, write_config
+from tests.faults.rtsp import CAPTURE_OPTIONS, RtspServer
+from tests.faults.watch import Watch, max_gap, row
 
 pytestmark = pytest.mark.rtsp
 

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from .rtsp import RtspServer, RtspServerError, rtsp_available
+from tests.faults.rtsp import RtspServer, RtspServerError, rtsp_available
 
 pytestmark = pytest.mark.rtsp
 

@@ -16,9 +16,8 @@ import zmq
 
 from lepton_edge.messages import DetectionMessage
 from lepton_edge.subscribe import Subscriber
-
-from ..conftest import VTEST, write_config
-from .watch import Watch, row
+from tests.conftest import VTEST, write_config
+from tests.faults.watch import Watch, row
 
 WINDOW_S = 4.0
 SLOWDOWN_FLOOR = 0.5  # a blocked publisher drops the rate to ~0; a shared 2-core box: +-40 %

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from .rtsp import RtspServer
-from .test_rtsp_reconnect import ENV, PAUSE_S, RTSP_CAMERA, rtsp_config
-from .watch import Watch, max_gap, row
+from tests.faults.rtsp import RtspServer
+from tests.faults.test_rtsp_reconnect import ENV, PAUSE_S, RTSP_CAMERA, rtsp_config
+from tests.faults.watch import Watch, max_gap, row
 
 pytestmark = pytest.mark.rtsp
 

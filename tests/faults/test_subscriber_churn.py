@@ -15,9 +15,8 @@ from pathlib import Path
 import zmq
 
 from lepton_edge.subscribe import Subscriber
-
-from ..conftest import VTEST, write_config
-from .watch import Watch, max_gap, row
+from tests.conftest import VTEST, write_config
+from tests.faults.watch import Watch, max_gap, row
 
 CYCLES = 200
 PAUSE_S = 2.0

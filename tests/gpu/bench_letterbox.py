@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from lepton_edge.backends.tensorrt.cuda.buffers import DeviceLetterbox, Gpu  # noqa: E402
-from lepton_edge.preprocess import Letterbox, plan_letterbox  # noqa: E402
+from lepton_edge.pipeline.preprocess import Letterbox, plan_letterbox  # noqa: E402
 
 FRAMES = 200
 REPEATS = 5

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from lepton_edge.preprocess import Letterbox, plan_letterbox
+from lepton_edge.pipeline.preprocess import Letterbox, plan_letterbox
 
 TOL = {np.float32: 1 / 255 + 1e-6, np.float16: 1 / 255 + 2.0**-10}
 SOURCE_SIZES = [None, (767, 575), (641, 271), (333, 251), (99, 301), (1001, 577)]

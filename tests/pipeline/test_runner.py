@@ -15,15 +15,14 @@ import pytest
 
 from lepton_edge.backends.base import BackendBase, TensorSpec
 from lepton_edge.config import Camera
-from lepton_edge.decode import DecodeSettings
 from lepton_edge.detections import Detections
 from lepton_edge.messages import HealthMessage
+from lepton_edge.pipeline.decode import DecodeSettings
 from lepton_edge.pipeline.runner import Pipeline, PipelineSettings
+from lepton_edge.pipeline.sources import Source
 from lepton_edge.results import FrameResult, Outcome
 from lepton_edge.sinks.callback import CallbackSink
-from lepton_edge.sources import Source
-
-from ..conftest import BIKES, VTEST
+from tests.conftest import BIKES, VTEST
 
 LABELS = ("person", "bicycle", "car")
 

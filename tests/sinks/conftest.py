@@ -23,12 +23,11 @@ import pytest
 from lepton_edge.artifact import load_artifact
 from lepton_edge.backends import create_backend
 from lepton_edge.backends.base import BackendOptions
-from lepton_edge.decode import DecodeSettings, decode_yolov8
 from lepton_edge.detections import Detections
-from lepton_edge.preprocess import letterbox
+from lepton_edge.pipeline.decode import DecodeSettings, decode_yolov8
+from lepton_edge.pipeline.preprocess import letterbox
 from lepton_edge.results import FrameResult
-
-from ..conftest import ENGINE, VTEST, free_port
+from tests.conftest import ENGINE, VTEST, free_port
 
 
 @pytest.fixture(scope="session")

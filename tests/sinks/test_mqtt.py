@@ -21,8 +21,7 @@ import paho.mqtt.client as mqtt
 from lepton_edge.errors import ConfigError
 from lepton_edge.messages import CameraHealth, HealthMessage
 from lepton_edge.sinks.mqtt import MqttConfig, MqttSink, track_counts
-
-from .conftest import event
+from tests.sinks.conftest import event
 
 
 class Subscriber:

@@ -21,10 +21,9 @@ pytest.importorskip("aiohttp", reason="needs aiohttp (pip install 'lepton-edge[h
 from lepton_edge.results import FrameResult
 from lepton_edge.sinks.http import HttpConfig, HttpSink, Overlay
 from lepton_edge.sinks.mqtt import MqttConfig, MqttSink
-
-from ..conftest import VTEST
-from .conftest import events_from
-from .test_mqtt import Subscriber
+from tests.conftest import VTEST
+from tests.sinks.conftest import events_from
+from tests.sinks.test_mqtt import Subscriber
 
 BLOCK = 10  # frames per block
 BLOCKS = 8  # of each kind, interleaved (a shared machine's load drifts between blocks)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from ..conftest import REPO, daemon_env
+from tests.conftest import REPO, daemon_env
 
 CODE = """
 import sys

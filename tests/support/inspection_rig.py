@@ -29,9 +29,9 @@ if str(ROOT) not in sys.path:
 
 from lepton_edge.artifact import load_artifact  # noqa: E402
 from lepton_edge.backends import BackendOptions, available, create_backend  # noqa: E402
-from lepton_edge.decode import DecodeSettings, get_decoder  # noqa: E402
 from lepton_edge.detections import Detections  # noqa: E402
-from lepton_edge.preprocess import Letterbox, plan_letterbox  # noqa: E402
+from lepton_edge.pipeline.decode import DecodeSettings, get_decoder  # noqa: E402
+from lepton_edge.pipeline.preprocess import Letterbox, plan_letterbox  # noqa: E402
 from lepton_edge.results import FrameResult  # noqa: E402
 
 IMAGES = ROOT / "samples" / "images"

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ...errors import ConfigError, LeptonError
+from lepton_edge.errors import ConfigError, LeptonError
 
 
 class TriggerTimeoutError(LeptonError):
@@ -68,18 +68,18 @@ def _log_path(args: argparse.Namespace) -> Path:
     if args.state_dir:
         return Path(args.state_dir) / "verdicts.sqlite"
     if args.config:
-        from ...config import load_config
+        from lepton_edge.config import load_config
 
         config = load_config(args.config)
         if config.state_dir:
             return config.resolve(config.state_dir) / "verdicts.sqlite"
-    from ...engine_cache import default_state_dir
+    from lepton_edge.engine_cache import default_state_dir
 
     return default_state_dir() / "verdicts.sqlite"
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ...sinks.verdict_log import VerdictLog, export
+    from lepton_edge.sinks.verdict_log import VerdictLog, export
 
     path = _log_path(args)
     if not path.is_file():
@@ -124,7 +124,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def main(argv: list[str] | None = None) -> int:
     """The two commands on their own (`python -m lepton_edge.analysis.inspection.commands`),
     with the main CLI's one-line errors; `lepton-edge` runs the same functions."""
-    from ... import logs
+    from lepton_edge import logs
 
     parser = argparse.ArgumentParser(prog="lepton-edge")
     add_parsers(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))

@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ...detections import Detections
-from .verdict import Reason
+from lepton_edge.analysis.inspection.verdict import Reason
+from lepton_edge.detections import Detections
 
 Point = tuple[float, float]
 

@@ -30,15 +30,15 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ...detections import Detections
-from ...errors import ConfigError
-from ...results import Emit, FrameResult
-from ...sinks.evidence import EvidenceConfig, EvidenceWriter, evidence_name
-from ...sinks.plc import PlcOutput, PlcOutputConfig
-from ...sinks.verdict_log import VerdictLog, VerdictLogConfig
-from .rules import Roi, judge, unknown_labels
-from .triggers import Trigger, TriggerConfig, build_trigger
-from .verdict import Reason, Verdict, VerdictKind, error_reason
+from lepton_edge.analysis.inspection.rules import Roi, judge, unknown_labels
+from lepton_edge.analysis.inspection.triggers import Trigger, TriggerConfig, build_trigger
+from lepton_edge.analysis.inspection.verdict import Reason, Verdict, VerdictKind, error_reason
+from lepton_edge.detections import Detections
+from lepton_edge.errors import ConfigError
+from lepton_edge.results import Emit, FrameResult
+from lepton_edge.sinks.evidence import EvidenceConfig, EvidenceWriter, evidence_name
+from lepton_edge.sinks.plc import PlcOutput, PlcOutputConfig
+from lepton_edge.sinks.verdict_log import VerdictLog, VerdictLogConfig
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal, Protocol
 import zmq
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ...errors import ConfigError
+from lepton_edge.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ...detections import Detections
+from lepton_edge.detections import Detections
 
 VerdictKind = Literal["pass", "fail", "error"]
 

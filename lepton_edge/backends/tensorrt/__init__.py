@@ -6,6 +6,6 @@ kernel shipped as PTX). The compiler calls into this package; nothing here impor
 
 from __future__ import annotations
 
-from .runner import TensorRtBackend, available
+from lepton_edge.backends.tensorrt.runner import TensorRtBackend, available
 
 __all__ = ["TensorRtBackend", "available"]

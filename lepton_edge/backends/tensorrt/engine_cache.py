@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from ...errors import ModelError
+from lepton_edge.errors import ModelError
 
 log = logging.getLogger(__name__)
 

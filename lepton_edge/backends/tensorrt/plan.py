@@ -31,11 +31,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from ...artifact import sha256_file
-from ...errors import BackendUnavailableError, CompileError
-from ...preprocess import plan_letterbox
-from .cuda import CudaUnavailable, DeviceInfo, probe_device
-from .engine_cache import CachedPlan, EngineCache, PlanKey, l4t_release, write_atomic
+from lepton_edge.artifact import sha256_file
+from lepton_edge.backends.tensorrt.cuda import CudaUnavailable, DeviceInfo, probe_device
+from lepton_edge.backends.tensorrt.engine_cache import (
+    CachedPlan,
+    EngineCache,
+    PlanKey,
+    l4t_release,
+    write_atomic,
+)
+from lepton_edge.errors import BackendUnavailableError, CompileError
+from lepton_edge.pipeline.preprocess import plan_letterbox
 
 if TYPE_CHECKING:  # annotations only: the conformance test reads them (tests/backends/tensorrt)
     import tensorrt

@@ -25,18 +25,24 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from ...artifact import Artifact
-from ...errors import BackendUnavailableError, ModelError
-from ...preprocess import LetterboxPlan
-from ..base import BackendBase, BackendOptions, BackendSettings, InferenceHandle, TensorSpec
-from .plan import PlanSettings, plan_settings
-from .tensors import bind, numpy_dtype, output_shape, select_profile
+from lepton_edge.artifact import Artifact
+from lepton_edge.backends.base import (
+    BackendBase,
+    BackendOptions,
+    BackendSettings,
+    InferenceHandle,
+    TensorSpec,
+)
+from lepton_edge.backends.tensorrt.plan import PlanSettings, plan_settings
+from lepton_edge.backends.tensorrt.tensors import bind, numpy_dtype, output_shape, select_profile
+from lepton_edge.errors import BackendUnavailableError, ModelError
+from lepton_edge.pipeline.preprocess import LetterboxPlan
 
 if TYPE_CHECKING:
     import tensorrt
 
-    from .cuda.buffers import Gpu
-    from .plan import TensorRtPlans
+    from lepton_edge.backends.tensorrt.cuda.buffers import Gpu
+    from lepton_edge.backends.tensorrt.plan import TensorRtPlans
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +59,8 @@ class TensorRtOptions(BackendSettings):
 def available() -> tuple[bool, str]:
     """Whether this backend can run here: tensorrt and pycuda import and a CUDA device is
     present. Never raises; the reason says what is missing."""
-    from .cuda import cuda_available
-    from .plan import import_tensorrt
+    from lepton_edge.backends.tensorrt.cuda import cuda_available
+    from lepton_edge.backends.tensorrt.plan import import_tensorrt
 
     try:
         tensorrt = import_tensorrt()
@@ -146,8 +152,8 @@ class TensorRtBackend(BackendBase):
         ok, why = available()
         if not ok:
             raise BackendUnavailableError(f"backend tensorrt: {why}")
-        from .cuda.buffers import Gpu
-        from .plan import TensorRtPlans, import_tensorrt
+        from lepton_edge.backends.tensorrt.cuda.buffers import Gpu
+        from lepton_edge.backends.tensorrt.plan import TensorRtPlans, import_tensorrt
 
         trt = import_tensorrt()
         self.start(trt, Gpu.start(), TensorRtPlans.here())
@@ -156,8 +162,8 @@ class TensorRtBackend(BackendBase):
         """What `open()` does once TensorRT and the GPU are found: load (or build) the plan,
         describe its tensors, make the slots, load the kernel. On any failure everything made
         so far is released and the error raised: the backend is closed, not half open."""
-        from ...config import default_state_dir
-        from .cuda.buffers import compiled_kernel
+        from lepton_edge.backends.tensorrt.cuda.buffers import compiled_kernel
+        from lepton_edge.config import default_state_dir
 
         self.gpu, self._plans = gpu, plans
         try:
@@ -259,7 +265,7 @@ class TensorRtBackend(BackendBase):
 
     def submit_image(self, image: np.ndarray, plan: LetterboxPlan) -> InferenceHandle:
         """Letterbox `image` (uint8 BGR, HxWx3) on the GPU into the engine input and infer."""
-        from .cuda.buffers import CudaLetterbox, FrameInput
+        from lepton_edge.backends.tensorrt.cuda.buffers import CudaLetterbox, FrameInput
 
         slot = self._take_slot()
         with self.gpu.active():

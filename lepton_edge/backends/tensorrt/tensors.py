@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ...errors import ModelError
+from lepton_edge.errors import ModelError
 
 if TYPE_CHECKING:
     import tensorrt

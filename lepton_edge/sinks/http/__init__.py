@@ -3,8 +3,8 @@ without it these modules import and `HttpSink.open()` says which extra to instal
 
 from __future__ import annotations
 
-from .config import HttpConfig
-from .frames import FrameStore, Overlay, render
-from .sink import HttpSink
+from lepton_edge.sinks.http.config import HttpConfig
+from lepton_edge.sinks.http.frames import FrameStore, Overlay, render
+from lepton_edge.sinks.http.sink import HttpSink
 
 __all__ = ["FrameStore", "HttpConfig", "HttpSink", "Overlay", "render"]

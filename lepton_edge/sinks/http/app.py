@@ -21,12 +21,17 @@ try:
 except ImportError:  # the `http` extra is not installed: HttpSink.open() says so
     web = None  # type: ignore[assignment]
 
-from ...detections import Detections
-from ...messages import HealthMessage
-from .config import HttpConfig
-from .detection import BadRequest, decode_image, parse_min_confidence, predictions
-from .events import EventLog
-from .frames import FrameStore
+from lepton_edge.detections import Detections
+from lepton_edge.messages import HealthMessage
+from lepton_edge.sinks.http.config import HttpConfig
+from lepton_edge.sinks.http.detection import (
+    BadRequest,
+    decode_image,
+    parse_min_confidence,
+    predictions,
+)
+from lepton_edge.sinks.http.events import EventLog
+from lepton_edge.sinks.http.frames import FrameStore
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ...detections import Detections
+from lepton_edge.detections import Detections
 
 DEFAULT_MIN_CONFIDENCE = 0.4
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from ...annotate import draw
-from ...results import FrameResult
+from lepton_edge.devtools.annotate import draw
+from lepton_edge.results import FrameResult
 
 Points = Sequence[tuple[float, float]]
 _ZONE = (0, 200, 255)  # BGR amber

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ...detections import Detections
-from ...errors import BackendUnavailableError, ConfigError
-from ...messages import HealthMessage
-from ...results import FrameResult, Outcome
-from .app import LiveState, build_app
-from .config import HttpConfig
-from .events import EventLog
-from .frames import FrameStore, Overlay
+from lepton_edge.detections import Detections
+from lepton_edge.errors import BackendUnavailableError, ConfigError
+from lepton_edge.messages import HealthMessage
+from lepton_edge.results import FrameResult, Outcome
+from lepton_edge.sinks.http.app import LiveState, build_app
+from lepton_edge.sinks.http.config import HttpConfig
+from lepton_edge.sinks.http.events import EventLog
+from lepton_edge.sinks.http.frames import FrameStore, Overlay
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class HttpSink:
     def open(self) -> None:
         if self._thread is not None:
             return
-        from . import app
+        from lepton_edge.sinks.http import app
 
         if app.web is None:
             raise BackendUnavailableError("http: needs aiohttp; install the extra: "

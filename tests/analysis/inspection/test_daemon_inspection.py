@@ -14,9 +14,8 @@ import pytest
 
 from lepton_edge.messages import HealthMessage, VerdictMessage
 from lepton_edge.subscribe import Subscriber
-
-from ...conftest import free_port, run_cli, write_config
-from ...support.inspection_rig import make_parts_video
+from tests.conftest import free_port, run_cli, write_config
+from tests.support.inspection_rig import make_parts_video
 
 pytest.importorskip("pymodbus", reason="inspection needs pymodbus: pip install 'lepton-edge[plc]'")
 

@@ -23,8 +23,7 @@ from lepton_edge.backends.tensorrt.plan import (
     timing_cache_path,
 )
 from lepton_edge.errors import BackendUnavailableError, CompileError
-
-from ...support.imports import gpu_modules_imported_by
+from tests.support.imports import gpu_modules_imported_by
 
 ROOT = Path(__file__).resolve().parents[3]
 MODEL = ROOT / "engines" / "yolov8n" / "model.onnx"

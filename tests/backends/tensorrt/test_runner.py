@@ -15,9 +15,8 @@ from lepton_edge.artifact import load_artifact
 from lepton_edge.backends.base import BackendOptions, ImageInputBackend
 from lepton_edge.backends.tensorrt import TensorRtBackend, available
 from lepton_edge.errors import BackendUnavailableError
-from lepton_edge.preprocess import Letterbox, plan_letterbox
-
-from ...support.imports import gpu_modules_imported_by
+from lepton_edge.pipeline.preprocess import Letterbox, plan_letterbox
+from tests.support.imports import gpu_modules_imported_by
 
 ROOT = Path(__file__).resolve().parents[3]
 ARTIFACT = ROOT / "engines" / "yolov8n"

@@ -23,8 +23,7 @@ from lepton_edge.compiler.build import CompileOptions, plan_step
 from lepton_edge.config import parse_config
 from lepton_edge.errors import BackendUnavailableError, ModelError
 from lepton_edge.run import backend_options
-
-from ...support.trt_standins import (
+from tests.support.trt_standins import (
     MEMORY,
     StandInPlans,
     fresh_kernels,

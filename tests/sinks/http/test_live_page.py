@@ -22,8 +22,7 @@ import aiohttp
 
 from lepton_edge.messages import CameraHealth, HealthMessage
 from lepton_edge.sinks.http import HttpConfig, HttpSink, Overlay
-
-from ..conftest import event
+from tests.sinks.conftest import event
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
                   "--disable-background-networking", "--disable-component-update",

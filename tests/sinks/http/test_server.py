@@ -14,12 +14,11 @@ pytest.importorskip("aiohttp", reason="needs aiohttp (pip install 'lepton-edge[h
 
 from lepton_edge.errors import ConfigError
 from lepton_edge.messages import CameraHealth, HealthMessage
-from lepton_edge.nms import box_iou
+from lepton_edge.pipeline.nms import box_iou
 from lepton_edge.sinks.http import HttpConfig, HttpSink, Overlay
-
-from ...conftest import IMAGES
-from ..conftest import event, events_from
-from .conftest import MjpegViewer, get, get_json, post_form
+from tests.conftest import IMAGES
+from tests.sinks.conftest import event, events_from
+from tests.sinks.http.conftest import MjpegViewer, get, get_json, post_form
 
 OVERLAY = Overlay(zones={"door": [(100, 300), (300, 300), (300, 560), (100, 560)]},
                   lines={"gate": [(400, 100), (700, 500)]})

@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from ....errors import BackendUnavailableError
-from ....preprocess import PAD_VALUE, LetterboxPlan
-from . import kernels
+from lepton_edge.backends.tensorrt.cuda import kernels
+from lepton_edge.errors import BackendUnavailableError
+from lepton_edge.pipeline.preprocess import PAD_VALUE, LetterboxPlan
 
 BLOCK = (32, 8, 1)
 MODES = ("auto", "mapped", "pinned")

@@ -18,7 +18,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import nvrtc
+from lepton_edge.backends.tensorrt.cuda import nvrtc
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import importlib.util
 from functools import cache
 from pathlib import Path
 
-from ....errors import BackendUnavailableError
+from lepton_edge.errors import BackendUnavailableError
 
 LIBRARY = "libnvrtc.so.12"
 HINT = ("pip install 'nvidia-cuda-nvrtc-cu12==12.6.*' (the `kernels` extra), or install "

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BackendUnavailableError, MessageError
-from .messages import DetectionMessage
-from .pipeline.stats import STAGES
-from .recording import Recording
+from lepton_edge.devtools.recording import Recording
+from lepton_edge.errors import BackendUnavailableError, MessageError
+from lepton_edge.messages import DetectionMessage
+from lepton_edge.pipeline.stats import STAGES
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,8 @@ import pytest
 from lepton_edge import __version__
 from lepton_edge.config import Metrics
 from lepton_edge.messages import CameraHealth, HealthMessage
-from lepton_edge.metrics import MetricsServer
-
-from .conftest import VTEST, free_port, run_cli, write_config
+from lepton_edge.sinks.metrics import MetricsServer
+from tests.conftest import VTEST, free_port, run_cli, write_config
 
 pytest.importorskip("prometheus_client", reason="the metrics extra: pip install "
                     "'lepton-edge[metrics]'")

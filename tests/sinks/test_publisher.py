@@ -18,10 +18,9 @@ from lepton_edge.config import Curve, Publish
 from lepton_edge.errors import ConfigError
 from lepton_edge.keys import create_keypair
 from lepton_edge.messages import DetectionMessage, decode
-from lepton_edge.publish import HandshakeDenials, Publisher
+from lepton_edge.sinks.publisher import HandshakeDenials, Publisher
 from lepton_edge.subscribe import Subscriber, load_client_keys
-
-from .test_messages import payload
+from tests.test_messages import payload
 
 
 def test_publishes_counts_subscribers_and_records(tmp_path: Path) -> None:
@@ -119,7 +118,7 @@ def test_stale_ipc_socket_is_removed_and_replaced(caplog: pytest.LogCaptureFixtu
     ctx = zmq.Context()
     pub = Publisher(ctx, Publish(endpoint=f"ipc://{path}", ipc_mode=0o660))
     try:
-        with caplog.at_level(logging.INFO, logger="lepton_edge.publish"):
+        with caplog.at_level(logging.INFO, logger="lepton_edge.sinks.publisher"):
             pub.open()
         assert f"removing the stale socket file {path}" in caplog.text
         assert stat.S_IMODE(path.lstat().st_mode) == 0o660  # a new file, made by this bind
@@ -218,7 +217,7 @@ def test_a_bad_file_in_allowed_clients_is_skipped_by_name_the_valid_keys_still_w
     ctx = zmq.Context()
     pub = Publisher(ctx, keys.settings)
     try:
-        with caplog.at_level(logging.WARNING, logger="lepton_edge.publish"):
+        with caplog.at_level(logging.WARNING, logger="lepton_edge.sinks.publisher"):
             pub.open()
         skipped = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
         assert len(skipped) == 3, skipped
@@ -266,7 +265,7 @@ def test_refused_handshakes_are_logged_with_their_reason_rate_limited(
         {"curve_server_public": wrong_server_public, "curve_client_keys": keys.client},
     )]
     try:
-        with caplog.at_level(logging.WARNING, logger="lepton_edge.publish"):
+        with caplog.at_level(logging.WARNING, logger="lepton_edge.sinks.publisher"):
             got = serve_until_received(pub, subs[0], 3)
             assert got, "the allowed client got nothing"
             assert all(s.receive(timeout=0.1) is None for s in subs[1:])

@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .errors import ConfigError
+from lepton_edge.errors import ConfigError
 
 
 def add_diff_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,8 +39,8 @@ def add_diff_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_diff(args: argparse.Namespace) -> int:
-    from .compare import compare, parse_selection
-    from .recording import read_recording
+    from lepton_edge.devtools.compare import compare, parse_selection
+    from lepton_edge.devtools.recording import read_recording
 
     for name in ("min_map", "ref_score", "score", "iou"):
         value = getattr(args, name)
@@ -68,8 +68,8 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from .recording import read_recording
-    from .report import write_report
+    from lepton_edge.devtools.recording import read_recording
+    from lepton_edge.devtools.report import write_report
 
     for path in write_report(read_recording(args.recording), args.out, dpi=args.dpi):
         print(path)

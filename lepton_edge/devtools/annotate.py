@@ -28,9 +28,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .detections import Detections
-from .errors import ConfigError
-from .results import FrameResult
+from lepton_edge.detections import Detections
+from lepton_edge.errors import ConfigError
+from lepton_edge.results import FrameResult
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .detections import Detections
-from .nms import batched_nms
-from .preprocess import LetterboxPlan
+from lepton_edge.detections import Detections
+from lepton_edge.pipeline.nms import batched_nms
+from lepton_edge.pipeline.preprocess import LetterboxPlan
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,11 @@ from urllib.parse import quote
 
 import pytest
 
-from lepton_edge.camera_url import is_secret_name, parse_target, redact_url
 from lepton_edge.config import Camera
 from lepton_edge.errors import SourceError
-from lepton_edge.sources import Source, open_capture
-
-from .support.camera_servers import AuthServer, BlackHole, short_clip
+from lepton_edge.pipeline.camera_url import is_secret_name, parse_target, redact_url
+from lepton_edge.pipeline.sources import Source, open_capture
+from tests.support.camera_servers import AuthServer, BlackHole, short_clip
 
 FAST_FAIL = {"open_timeout": 3, "read_timeout": 1, "reconnect": {"initial": 0.2, "max": 0.5}}
 SECRETS = ("pa/ss", "p@ss", "LEAK", "hunter2", "QSECRET", "SL/A@SH", quote("SL/A@SH", safe=""))
@@ -212,7 +211,7 @@ def test_a_truncated_looping_file_is_warned_about_once(tmp_path: Path,
     short.write_bytes(data[: len(data) // 2])  # the header still says 25 frames
     source = Source(Camera(id="short", url=str(short), mode="live"), str(short),
                     threading.Condition())
-    with caplog.at_level(logging.DEBUG, logger="lepton_edge.sources"):
+    with caplog.at_level(logging.DEBUG, logger="lepton_edge.pipeline.sources"):
         source.start()
         frames = run_source(source, 3.0)
         source.stop()

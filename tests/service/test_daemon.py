@@ -11,8 +11,7 @@ import yaml
 
 from lepton_edge.messages import DetectionMessage, HealthMessage
 from lepton_edge.subscribe import Subscriber
-
-from .conftest import BIKES, ENGINE, VTEST, run_cli, write_config
+from tests.conftest import BIKES, ENGINE, VTEST, run_cli, write_config
 
 
 def collect(endpoint: str, daemon, timeout: float = 60.0) -> list:
@@ -156,7 +155,7 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
 def test_bundled_bench_config_is_valid() -> None:
     from lepton_edge.config import load_config
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     cfg = load_config(repo / "deploy" / "bench.yaml")
     assert Path(cfg.camera_url(cfg.cameras[0])).resolve() == VTEST.resolve()
     assert cfg.resolve(cfg.model).resolve() == ENGINE.resolve()

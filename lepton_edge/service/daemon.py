@@ -25,31 +25,31 @@ from typing import TYPE_CHECKING
 import numpy as np
 import zmq
 
-from . import logs
-from .artifact import Artifact
-from .backends import create_backend
-from .backends.base import Backend
-from .config import Camera, Config
-from .detections import Detections
-from .errors import ConfigError, LeptonError
-from .messages import HealthMessage
-from .notify import SystemdNotifier
-from .pipeline.runner import Pipeline, PipelineSettings
-from .pipeline.stats import format_latency
-from .preprocess import configure_opencv, padded_buffer
-from .publish import Publisher
-from .results import CameraAnalyser
-from .run import ResolvedRun
-from .sinks.base import Sink
-from .sinks.callback import CallbackSink, OnFrame
-from .sinks.recorder import RecorderSink
-from .sinks.zmq import ZmqSink
-from .sources import Source, State, configure_ffmpeg
+from lepton_edge import logs
+from lepton_edge.artifact import Artifact
+from lepton_edge.backends import create_backend
+from lepton_edge.backends.base import Backend
+from lepton_edge.config import Camera, Config
+from lepton_edge.detections import Detections
+from lepton_edge.errors import ConfigError, LeptonError
+from lepton_edge.messages import HealthMessage
+from lepton_edge.pipeline.preprocess import configure_opencv, padded_buffer
+from lepton_edge.pipeline.runner import Pipeline, PipelineSettings
+from lepton_edge.pipeline.sources import Source, State, configure_ffmpeg
+from lepton_edge.pipeline.stats import format_latency
+from lepton_edge.results import CameraAnalyser
+from lepton_edge.run import ResolvedRun
+from lepton_edge.service.notify import SystemdNotifier
+from lepton_edge.sinks.base import Sink
+from lepton_edge.sinks.callback import CallbackSink, OnFrame
+from lepton_edge.sinks.publisher import Publisher
+from lepton_edge.sinks.recorder import RecorderSink
+from lepton_edge.sinks.zmq import ZmqSink
 
 if TYPE_CHECKING:
-    from .analysis.snapshots import SnapshotStore
-    from .metrics import MetricsServer
-    from .sinks.http import Overlay
+    from lepton_edge.analysis.snapshots import SnapshotStore
+    from lepton_edge.sinks.http import Overlay
+    from lepton_edge.sinks.metrics import MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class Daemon:
         fixed = backend.input.fixed_hw
         self._warm_up(backend, fixed or (config.input_size, config.input_size))
         if any(c.analysed for c in config.cameras):
-            from .analysis.snapshots import SnapshotStore
+            from lepton_edge.analysis.snapshots import SnapshotStore
 
             self.snapshots = SnapshotStore.in_state_dir(run.backend_options.state_dir,
                                                         config.snapshots)
@@ -158,7 +158,7 @@ class Daemon:
         if self.resolved.options.record is not None:
             sinks.append(RecorderSink(self.resolved.options.record))
         if config.metrics is not None:
-            from .metrics import MetricsServer
+            from lepton_edge.sinks.metrics import MetricsServer
 
             assert self.artifact is not None and self.backend is not None
             metrics = self.metrics = MetricsServer(config.metrics, health=self._metrics_health,
@@ -169,12 +169,12 @@ class Daemon:
                 r.camera, r.labels, r.detections.class_id, r.latency_ms), name="metrics"))
         cameras = [c.id for c in config.cameras]
         if config.mqtt is not None:
-            from .sinks.mqtt import MqttSink
+            from lepton_edge.sinks.mqtt import MqttSink
 
             sinks.append(MqttSink(config.mqtt, cameras=cameras, zones=self._zones(config),
                                   resolve=config.resolve))
         if config.http is not None:
-            from .sinks.http import HttpSink
+            from lepton_edge.sinks.http import HttpSink
 
             assert self.artifact is not None
             sinks.append(HttpSink(config.http, overlays=self._overlays(config),
@@ -192,7 +192,7 @@ class Daemon:
 
     @staticmethod
     def _overlays(config: Config) -> dict[str, Overlay]:
-        from .sinks.http import Overlay
+        from lepton_edge.sinks.http import Overlay
 
         return {c.id: Overlay(zones={z.id: z.polygon for z in c.zones},
                               lines={ln.id: ln.points for ln in c.lines})
@@ -207,14 +207,14 @@ class Daemon:
         decoded)."""
         assert self.pipeline is not None and self.artifact is not None
         if cam.inspect is not None:
-            from .analysis.inspection.station import build_station
+            from lepton_edge.analysis.inspection.station import build_station
 
             return build_station(cam.id, cam.inspect, self.pipeline.emitter.emit,
                                  self.resolved.backend_options.state_dir,
                                  labels=self.artifact.classes)
         if not cam.analysed:
             return None
-        from .analysis.security import build_security_analyser
+        from lepton_edge.analysis.security import build_security_analyser
 
         return build_security_analyser(cam.id, cam, self.pipeline.emitter.emit, self.snapshots,
                                        self.artifact.classes)

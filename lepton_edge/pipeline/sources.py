@@ -27,9 +27,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .camera_url import diagnose, parse_target, redact_url, userinfo
-from .config import Camera
-from .errors import SourceError
+from lepton_edge.config import Camera
+from lepton_edge.errors import SourceError
+from lepton_edge.pipeline.camera_url import diagnose, parse_target, redact_url, userinfo
 
 __all__ = ["Frame", "Source", "SourceError", "SourceStats", "State", "classify",
            "configure_ffmpeg", "open_capture", "redact_url"]

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from lepton_edge.detections import Detections
+from lepton_edge.devtools.recording import read_recording, to_detections
 from lepton_edge.errors import MessageError
 from lepton_edge.messages import CameraHealth, HealthMessage, detections_payload, health_payload
-from lepton_edge.recording import read_recording, to_detections
 
-GOLDEN = Path(__file__).parent / "golden" / "plaza-fp32.jsonl"
+GOLDEN = Path(__file__).parent.parent / "golden" / "plaza-fp32.jsonl"
 LABELS = ["person", "bicycle", "car"]
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import VTEST, run_cli, write_config
+from tests.conftest import VTEST, run_cli, write_config
 
 
 def test_bench_prints_stages_and_a_json_last_line(tmp_path: Path) -> None:

@@ -12,9 +12,9 @@ from typing import Any
 
 import yaml
 
-from .conftest import BIKES, VTEST, DaemonProcess, write_config
-from .support.message_log import MessageLog
-from .support.notify_listener import NotifyListener
+from tests.conftest import BIKES, VTEST, DaemonProcess, write_config
+from tests.support.message_log import MessageLog
+from tests.support.notify_listener import NotifyListener
 
 TIMEOUT_STOP_SEC = 20.0  # systemd/lepton-edge.service
 

@@ -29,9 +29,9 @@ from typing import IO, Any
 
 import zmq
 
-from .config import Publish
-from .errors import ConfigError
-from .keys import AllowedClients, load_allowed_clients
+from lepton_edge.config import Publish
+from lepton_edge.errors import ConfigError
+from lepton_edge.keys import AllowedClients, load_allowed_clients
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from lepton_edge.annotate import (
+from lepton_edge.detections import Detections
+from lepton_edge.devtools.annotate import (
     CODECS,
     PALETTE,
     Annotator,
@@ -21,13 +22,11 @@ from lepton_edge.annotate import (
     place_labels,
     status_lines,
 )
-from lepton_edge.detections import Detections
+from lepton_edge.devtools.recording import read_recording, to_detections
 from lepton_edge.errors import ConfigError
-from lepton_edge.recording import read_recording, to_detections
 from lepton_edge.results import FrameResult
-
-from .conftest import BIKES, VTEST
-from .test_recording import GOLDEN, det_line
+from tests.conftest import BIKES, VTEST
+from tests.devtools.test_recording import GOLDEN, det_line
 
 BOX = (200.0, 60.0, 420.0, 240.0)
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .detections import Detections
-from .errors import MessageError
-from .messages import DET_PREFIX, HEALTH_TOPIC, DetectionMessage, HealthMessage, decode
+from lepton_edge.detections import Detections
+from lepton_edge.errors import MessageError
+from lepton_edge.messages import DET_PREFIX, HEALTH_TOPIC, DetectionMessage, HealthMessage, decode
 
 
 @dataclass(frozen=True)

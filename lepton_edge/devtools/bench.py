@@ -24,14 +24,14 @@ from typing import Any
 
 import cv2
 
-from .backends import create_backend
-from .config import Config, Override
-from .daemon import Daemon
-from .errors import ConfigError, SourceError
-from .pipeline.stats import format_latency
-from .preprocess import Letterbox, plan_letterbox
-from .run import ResolvedRun, resolve_run
-from .sources import classify
+from lepton_edge.backends import create_backend
+from lepton_edge.config import Config, Override
+from lepton_edge.errors import ConfigError, SourceError
+from lepton_edge.pipeline.preprocess import Letterbox, plan_letterbox
+from lepton_edge.pipeline.sources import classify
+from lepton_edge.pipeline.stats import format_latency
+from lepton_edge.run import ResolvedRun, resolve_run
+from lepton_edge.service.daemon import Daemon
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def _label(r: dict[str, Any]) -> str:
 
 
 def main_bench(args: argparse.Namespace) -> int:
-    from .cli import log_level_overrides
+    from lepton_edge.cli import log_level_overrides
 
     if not args.config:
         raise ConfigError("bench --config: required here (this installation has no "

@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 
 from lepton_edge.cli import main
-from lepton_edge.compare import FrameSelection, compare, match, parse_selection
 from lepton_edge.compiler.accuracy import agreement
 from lepton_edge.detections import Detections
+from lepton_edge.devtools.compare import FrameSelection, compare, match, parse_selection
+from lepton_edge.devtools.recording import read_recording, to_detections
 from lepton_edge.errors import ConfigError, MessageError
-from lepton_edge.recording import read_recording, to_detections
-
-from .test_recording import GOLDEN, det_line, write
+from tests.devtools.test_recording import GOLDEN, det_line, write
 
 PERSON = (100, 100, 200, 300, 0.9, 0)
 CAR = (400, 200, 600, 300, 0.8, 2)

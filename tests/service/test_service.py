@@ -13,8 +13,8 @@ import signal
 import statistics
 from pathlib import Path
 
-from .conftest import VTEST, free_port, write_config
-from .support.notify_listener import NotifyListener
+from tests.conftest import VTEST, free_port, write_config
+from tests.support.notify_listener import NotifyListener
 
 
 def replay_config(tmp_path: Path, **fields: object) -> Path:

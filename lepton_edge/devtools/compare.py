@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from .detections import Detections
-from .errors import BackendUnavailableError, CompileError, ConfigError, MessageError
-from .nms import box_iou
-from .recording import Recording, to_detections
+from lepton_edge.detections import Detections
+from lepton_edge.devtools.recording import Recording, to_detections
+from lepton_edge.errors import BackendUnavailableError, CompileError, ConfigError, MessageError
+from lepton_edge.pipeline.nms import box_iou
 
 FrameKey = tuple[str, int]  # camera, source frame index
 
@@ -237,7 +237,7 @@ def _agreement(a: Recording, ref: list[Detections], cand: list[Detections],
                ref_score: float) -> tuple[float, float]:
     """The accuracy gate's agreement score (compiler.accuracy.agreement)."""
     try:
-        from .compiler.accuracy import agreement
+        from lepton_edge.compiler.accuracy import agreement
 
         s = agreement(ref, cand, min_score=ref_score)
     except ImportError as err:

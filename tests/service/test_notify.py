@@ -1,4 +1,5 @@
-"""Tests for lepton_edge.notify against real AF_UNIX datagram sockets bound as NOTIFY_SOCKET."""
+"""Tests for lepton_edge.service.notify against real AF_UNIX datagram sockets bound as
+NOTIFY_SOCKET."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from lepton_edge import notify
-from lepton_edge.notify import SystemdNotifier
+from lepton_edge.service.notify import SystemdNotifier
 
 # sockaddr_un.sun_path holds 108 bytes; pytest's tmp_path can be longer than that.
 _SUN_PATH_MAX = 107
@@ -215,7 +216,7 @@ def test_unsupported_socket_address_disables(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", "vsock:2:1234")
-    with caplog.at_level(logging.WARNING, logger="lepton_edge.notify"):
+    with caplog.at_level(logging.WARNING, logger="lepton_edge.service.notify"):
         notifier = SystemdNotifier()
     assert not notifier.enabled
     assert "vsock:2:1234" in caplog.text
@@ -237,7 +238,8 @@ def test_close_twice_then_send_is_dropped(receiver: Receiver) -> None:
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [
-        r for r in caplog.records if r.name == "lepton_edge.notify" and r.levelno >= logging.WARNING
+        r for r in caplog.records
+        if r.name == "lepton_edge.service.notify" and r.levelno >= logging.WARNING
     ]
 
 
@@ -254,7 +256,7 @@ def test_vanished_socket_warns_once_and_recovers(
     # systemd goes away: the socket is closed and its file removed.
     rx.sock.close()
     rx.path.unlink()
-    with caplog.at_level(logging.DEBUG, logger="lepton_edge.notify"):
+    with caplog.at_level(logging.DEBUG, logger="lepton_edge.service.notify"):
         notifier.watchdog()
         notifier.status("still running")
         notifier.watchdog()
@@ -268,7 +270,7 @@ def test_vanished_socket_warns_once_and_recovers(
     back.bind(str(rx.path))
     back.settimeout(2.0)
     caplog.clear()
-    with caplog.at_level(logging.DEBUG, logger="lepton_edge.notify"):
+    with caplog.at_level(logging.DEBUG, logger="lepton_edge.service.notify"):
         notifier.watchdog()
         assert back.recv(4096) == b"WATCHDOG=1"
         back.close()  # the file stays: now the error is ECONNREFUSED
@@ -295,7 +297,7 @@ def test_full_receive_queue_does_not_block(
         done.set()
 
     thread = threading.Thread(target=flood, daemon=True)
-    with caplog.at_level(logging.WARNING, logger="lepton_edge.notify"):
+    with caplog.at_level(logging.WARNING, logger="lepton_edge.service.notify"):
         thread.start()
         assert done.wait(5.0), "notify blocked on a full socket queue"
     warnings = _warnings(caplog)

@@ -36,11 +36,11 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .config import Metrics as MetricsSettings
-from .errors import ConfigError
-from .messages import HealthMessage
-from .sources import State
+from lepton_edge import __version__
+from lepton_edge.config import Metrics as MetricsSettings
+from lepton_edge.errors import ConfigError
+from lepton_edge.messages import HealthMessage
+from lepton_edge.pipeline.sources import State
 
 log = logging.getLogger(__name__)
 

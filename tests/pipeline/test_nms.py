@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lepton_edge.nms import batched_nms, batched_nms_numpy, box_iou, nms
+from lepton_edge.pipeline.nms import batched_nms, batched_nms_numpy, box_iou, nms
 
 
 @pytest.mark.parametrize(("a", "b", "iou"), [

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from lepton_edge.preprocess import (
+from lepton_edge.pipeline.preprocess import (
     PAD_VALUE,
     Letterbox,
     letterbox,
@@ -12,8 +12,7 @@ from lepton_edge.preprocess import (
     pixels_from_tensor,
     plan_letterbox,
 )
-
-from .conftest import BIKES, VTEST
+from tests.conftest import BIKES, VTEST
 
 
 @pytest.mark.parametrize(("src", "dst"), [

@@ -11,17 +11,16 @@ import numpy as np
 import pytest
 
 from lepton_edge.cli import main
-from lepton_edge.errors import MessageError
-from lepton_edge.recording import read_recording
-from lepton_edge.report import (
+from lepton_edge.devtools.recording import read_recording
+from lepton_edge.devtools.report import (
     _pyplot,
     plot_detections,
     plot_latency,
     plot_latency_hist,
     write_report,
 )
-
-from .test_recording import GOLDEN, det_line, health_line, write
+from lepton_edge.errors import MessageError
+from tests.devtools.test_recording import GOLDEN, det_line, health_line, write
 
 PLOTS = ("latency.png", "latency_hist.png", "detections.png")
 

@@ -9,11 +9,10 @@ import pytest
 from lepton_edge.artifact import load_artifact
 from lepton_edge.backends import create_backend
 from lepton_edge.backends.base import BackendOptions
-from lepton_edge.decode import DecodeSettings, decode_yolov8, get_decoder
-from lepton_edge.nms import box_iou
-from lepton_edge.preprocess import letterbox
-
-from .conftest import ENGINE, IMAGES
+from lepton_edge.pipeline.decode import DecodeSettings, decode_yolov8, get_decoder
+from lepton_edge.pipeline.nms import box_iou
+from lepton_edge.pipeline.preprocess import letterbox
+from tests.conftest import ENGINE, IMAGES
 
 
 @pytest.fixture(scope="module")
