@@ -20,13 +20,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lepton_edge.analysis.events import EventsConfig
 from lepton_edge.analysis.inspection.station import InspectConfig
-from lepton_edge.analysis.motion import DetectConfig, MotionConfig
-from lepton_edge.analysis.security import security_config
-from lepton_edge.analysis.snapshots import SnapshotConfig, SnapshotRetention
-from lepton_edge.analysis.tracking import TrackConfig
-from lepton_edge.analysis.zones import LineConfig, ZoneConfig
+from lepton_edge.analysis.inspection.triggers import Backoff
+from lepton_edge.analysis.security import SecurityConfig
+from lepton_edge.analysis.snapshots import SnapshotRetention
 from lepton_edge.errors import ConfigError
 from lepton_edge.sinks.http.config import HttpConfig
 from lepton_edge.sinks.mqtt import MqttConfig
@@ -52,21 +49,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Reconnect(_Strict):
+class Reconnect(Backoff):
+    """A camera's reconnect delays: the triggers' backoff with a camera's defaults."""
+
     initial: Annotated[float, Field(gt=0, le=60)] = 0.5
     max: Annotated[float, Field(gt=0, le=3600)] = 30.0
 
-    @model_validator(mode="after")
-    def _order(self) -> Reconnect:
-        if self.max < self.initial:
-            raise ValueError(f"max ({self.max}) must be >= initial ({self.initial})")
-        return self
+
+SECURITY_KEYS = frozenset(SecurityConfig.model_fields)
 
 
-SECURITY_KEYS = frozenset({"detect", "motion", "track", "zones", "lines", "events", "snapshots"})
+class Camera(SecurityConfig):
+    """One camera; its security analysis keys (detect, motion, track, zones, lines, events,
+    snapshots) come from `SecurityConfig`, beside their implementation."""
 
-
-class Camera(_Strict):
     id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
     url: Annotated[str, Field(min_length=1)]
     mode: Literal["live", "bench", "replay"] = "live"
@@ -76,15 +72,6 @@ class Camera(_Strict):
     open_timeout: Annotated[float, Field(gt=0, le=600)] = 5.0
     read_timeout: Annotated[float, Field(gt=0, le=600)] = 2.0
     reconnect: Reconnect = Reconnect()
-    # The security camera's analysis (analysis/): a camera that sets none of these is not
-    # analysed (every frame inferred, boxes without track ids, no events).
-    detect: DetectConfig = DetectConfig()
-    motion: MotionConfig | None = None
-    track: TrackConfig = TrackConfig()
-    zones: tuple[ZoneConfig, ...] = ()
-    lines: tuple[LineConfig, ...] = ()
-    events: EventsConfig | None = None
-    snapshots: SnapshotConfig = SnapshotConfig()
     # The factory line's triggered inspection (analysis/inspection/): inferred on triggers only.
     inspect: InspectConfig | None = None
 
@@ -100,9 +87,7 @@ class Camera(_Strict):
             keys = ", ".join(sorted(SECURITY_KEYS & self.model_fields_set))
             raise ValueError(f"inspect: an inspection station is inferred on its triggers only; "
                              f"it cannot also have {keys} (use two cameras on the same URL)")
-        if self.analysed:
-            security_config(self)  # zone and line ids unique, required zones exist, ...
-        return self
+        return self  # zone and line ids, required zones, ...: SecurityConfig's own validator
 
     @property
     def analysed(self) -> bool:
