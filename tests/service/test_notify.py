@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from lepton_edge import notify
+from lepton_edge.service import notify
 from lepton_edge.service.notify import SystemdNotifier
 
 # sockaddr_un.sun_path holds 108 bytes; pytest's tmp_path can be longer than that.
