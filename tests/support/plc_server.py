@@ -110,9 +110,11 @@ class LoopbackPlc:
 
 
 TRIGGER_COIL = 100
+PART_COUNTER = 50  # holding register the PLC increments per part (with --counter)
 
 
-def run_line(plc: LoopbackPlc, n: int, rate: float) -> list[dict[str, Any]]:
+def run_line(plc: LoopbackPlc, n: int, rate: float,
+             counter: bool = False) -> list[dict[str, Any]]:
     """The PLC program: a part every 1/rate s (the trigger coil high for half the period, then
     low), and a scan every 2 ms that takes each new result (result_valid and a new trigger_id)."""
     results: dict[int, dict[str, Any]] = {}
@@ -137,9 +139,13 @@ def run_line(plc: LoopbackPlc, n: int, rate: float) -> list[dict[str, Any]]:
     for _ in range(n):
         time.sleep(max(0.0, t_next - time.monotonic()))
         raised.append(time.monotonic())
-        plc.set_coil(TRIGGER_COIL, True)
-        time.sleep(0.5 / rate)
-        plc.set_coil(TRIGGER_COIL, False)
+        if counter:  # the part counter: a poll that comes late still counts every part
+            plc.set_register(PART_COUNTER, len(raised) & 0xFFFF)
+            time.sleep(0.5 / rate)
+        else:
+            plc.set_coil(TRIGGER_COIL, True)
+            time.sleep(0.5 / rate)
+            plc.set_coil(TRIGGER_COIL, False)
         # a late PLC (a loaded test machine) keeps the low half too: an edge needs both
         t_next = max(t_next + 1 / rate, time.monotonic() + 0.5 / rate)
     deadline = time.monotonic() + 5
@@ -160,6 +166,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--parts", type=int, required=True)
     ap.add_argument("--rate", type=float, default=10.0)
+    ap.add_argument("--counter", action="store_true",
+                    help="count parts in a holding register instead of pulsing a coil")
     args = ap.parse_args()
     with LoopbackPlc() as plc:
         print(json.dumps({"port": plc.port}), flush=True)
@@ -170,7 +178,7 @@ def main() -> int:
                 return 1
             time.sleep(0.01)
         time.sleep(0.5)
-        print(json.dumps({"seen": run_line(plc, args.parts, args.rate)}), flush=True)
+        print(json.dumps({"seen": run_line(plc, args.parts, args.rate, args.counter)}), flush=True)
     return 0
 
 
