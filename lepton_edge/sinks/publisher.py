@@ -25,7 +25,7 @@ import stat
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import zmq
 
@@ -43,14 +43,11 @@ _MONITORED = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO
 
 
 class Publisher:
-    def __init__(self, context: zmq.Context, settings: Publish, *, endpoint: str | None = None,
-                 record: Path | None = None) -> None:
+    def __init__(self, context: zmq.Context, settings: Publish) -> None:
         self.settings = settings
-        self.endpoint = endpoint or settings.endpoint
+        self.endpoint = settings.endpoint  # --endpoint arrives as a validated config override
         self._ctx = context
         self._sock: zmq.Socket | None = None
-        self._record_path = record
-        self._record: IO[bytes] | None = None
         self._auth: Any = None
         self._monitor: zmq.Socket | None = None
         self._denials: HandshakeDenials | None = None
@@ -77,9 +74,6 @@ class Publisher:
             sock.close(0)  # an open socket would block Context.term() at teardown forever
             raise
         self._sock = sock
-        if self._record_path is not None:
-            self._record_path.parent.mkdir(parents=True, exist_ok=True)
-            self._record = open(self._record_path, "wb")  # noqa: SIM115 (closed in close())
         log.info("publishing on %s (hwm %d)", self.bound_endpoint, self.settings.hwm)
 
     def _bind(self, sock: zmq.Socket, ipc_path: Path | None) -> None:
@@ -132,15 +126,13 @@ class Publisher:
         sock.curve_server = True
 
     def send(self, topic: str, payload: bytes) -> None:
-        """Publish without ever blocking; also appends the payload to the recording."""
+        """Publish without ever blocking (the recording is sinks/recorder.py's)."""
         assert self._sock is not None, "publisher is not open"
         try:
             self._sock.send_multipart([topic.encode(), payload], flags=zmq.NOBLOCK)
             self.sent += 1
         except zmq.Again:
             self.send_errors += 1
-        if self._record is not None:
-            self._record.write(payload + b"\n")
 
     def poll_subscriptions(self) -> int:
         """Drain XPUB's subscription messages; returns the current subscription count. Also
@@ -192,9 +184,6 @@ class Publisher:
             self._sock.close()  # honours LINGER: queued messages get their second
             self._sock = None
             self._remove_ipc_file()
-        if self._record is not None:
-            self._record.close()
-            self._record = None
 
     def _close_auth(self, sock: zmq.Socket) -> None:
         if self._monitor is not None:

@@ -19,13 +19,16 @@ from lepton_edge.errors import ConfigError
 from lepton_edge.keys import create_keypair
 from lepton_edge.messages import DetectionMessage, decode
 from lepton_edge.sinks.publisher import HandshakeDenials, Publisher
+from lepton_edge.sinks.recorder import RecorderSink
 from lepton_edge.subscribe import Subscriber, load_client_keys
 from tests.test_messages import payload
 
 
 def test_publishes_counts_subscribers_and_records(tmp_path: Path) -> None:
     ctx = zmq.Context()
-    pub = Publisher(ctx, Publish(endpoint="tcp://127.0.0.1:0"), record=tmp_path / "r.jsonl")
+    pub = Publisher(ctx, Publish(endpoint="tcp://127.0.0.1:0"))
+    recorder = RecorderSink(tmp_path / "r.jsonl")
+    recorder.open()
     pub.open()
     try:
         endpoint = pub.bound_endpoint
@@ -33,9 +36,11 @@ def test_publishes_counts_subscribers_and_records(tmp_path: Path) -> None:
         with Subscriber(endpoint, context=ctx) as sub:
             assert pub.wait_for_subscribers(1, timeout=5)
             pub.send("det.gate-1", payload())
+            recorder.frame(None, payload())  # type: ignore[arg-type]  (the payload is recorded)
             msg = sub.receive(timeout=5)
             assert msg is not None and msg.camera == "gate-1"
         pub.close()
+        recorder.close()
         lines = (tmp_path / "r.jsonl").read_bytes().splitlines()
         assert lines == [payload()]
         assert decode("det.gate-1", lines[0]).seq == 3
