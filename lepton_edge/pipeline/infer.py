@@ -22,7 +22,7 @@ class Inferrer:
         job.t_submit = time.perf_counter()
         if job.tensor is None:
             job.handle = self._backend.submit_image(  # type: ignore[attr-defined]
-                job.frame.image, job.plan)
+                job.pixels, job.plan)
         else:
             job.handle = self._backend.submit(job.tensor)
         self._pending.append(job)

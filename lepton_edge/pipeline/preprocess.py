@@ -23,7 +23,11 @@ LAYOUTS = ("NCHW", "NHWC")
 
 @dataclass(frozen=True)
 class LetterboxPlan:
-    """Geometry of one letterbox: source size, model input size, scale and padding (pixels)."""
+    """Geometry of one letterbox: source size, model input size, scale and padding (pixels).
+
+    A letterbox of a region of the frame (an inspection station's ROI crop) has the region's
+    size as its source and the region's top-left corner in the frame as `off_x`, `off_y`:
+    `to_source` then maps boxes to pixels of the whole frame."""
 
     src_w: int
     src_h: int
@@ -34,14 +38,18 @@ class LetterboxPlan:
     pad_x: int
     pad_y: int
     scale: float
+    off_x: int = 0
+    off_y: int = 0
 
     def to_source(self, xyxy: np.ndarray) -> np.ndarray:
-        """Map boxes (N,4 float, model input pixels) back to source pixels, clipped."""
+        """Map boxes (N,4 float, model input pixels) back to source pixels, clipped to the
+        source (the region, for a crop) and offset into the whole frame."""
         out = np.empty_like(xyxy)
-        out[:, [0, 2]] = (xyxy[:, [0, 2]] - self.pad_x) / self.scale
-        out[:, [1, 3]] = (xyxy[:, [1, 3]] - self.pad_y) / self.scale
-        np.clip(out[:, [0, 2]], 0, self.src_w, out=out[:, [0, 2]])
-        np.clip(out[:, [1, 3]], 0, self.src_h, out=out[:, [1, 3]])
+        # (fancy indexing copies: clip the columns, then store them)
+        out[:, [0, 2]] = np.clip((xyxy[:, [0, 2]] - self.pad_x) / self.scale, 0,
+                                 self.src_w) + self.off_x
+        out[:, [1, 3]] = np.clip((xyxy[:, [1, 3]] - self.pad_y) / self.scale, 0,
+                                 self.src_h) + self.off_y
         return out
 
 

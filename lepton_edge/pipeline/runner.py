@@ -205,7 +205,9 @@ class Pipeline:
                 if ending and not self.scheduler.any_waiting():
                     break
                 continue
-            self._put(self._handoff, self.preparer(frame), "inference")
+            # an optional analyser member: an inspection station's ROI crop
+            crop = getattr(self.scheduler.analyser(frame.camera), "crop_box", None)
+            self._put(self._handoff, self.preparer(frame, crop), "inference")
         self._put(self._handoff, None, "inference")
 
     # ------------------------------------------------------------------ inference thread

@@ -130,3 +130,11 @@ def test_padded_buffers_are_gray_in_both_layouts() -> None:
     np.testing.assert_allclose(padded_buffer(32, 64, np.float16, "NCHW", 2),
                                PAD_VALUE / 255, atol=1e-3)
     assert padded_buffer(32, 64, np.float16, "NCHW", 2).shape == (2, 3, 32, 64)
+
+
+def test_boxes_map_back_clipped_to_the_source() -> None:
+    # 768x576 -> 640x512 (scale 5/6, 16 rows of padding above and below): a box reaching
+    # into the padding and past the right edge ends at the frame's edges
+    plan = plan_letterbox(768, 576, 640)
+    got = plan.to_source(np.array([[-10, 0, 700, 512], [320, 256, 330, 266]], np.float32))
+    np.testing.assert_allclose(got, [[0, 0, 768, 576], [384, 288, 396, 300]], atol=1e-3)

@@ -19,6 +19,7 @@ so every decision goes through one lock that lets only the first answer of a tri
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -59,7 +60,7 @@ class InspectConfig(BaseModel):
     max_pending: Annotated[int, Field(ge=1, le=64)] = 2
     rois: Annotated[tuple[Roi, ...], Field(min_length=1)]
     # Feed the model only the ROIs' bounding box (at full resolution: small parts on a wide
-    # view). The pipeline's prepare stage reads `Station.crop_box` and maps boxes back.
+    # view). The pipeline's prepare stage letterboxes `Station.crop_box`; boxes map back.
     crop: bool = False
     evidence: EvidenceConfig = EvidenceConfig()
     log: VerdictLogConfig = VerdictLogConfig()
@@ -384,10 +385,11 @@ class Station:
             out["pending"] = len(self._pending)
         return out
 
-    @property
+    @functools.cached_property
     def crop_box(self) -> tuple[int, int, int, int] | None:
         """With `crop: true`, the region to infer (x1, y1, x2, y2 source pixels, the ROIs'
-        bounding box); detections handed to `analyse` stay in full-frame pixels."""
+        bounding box): the prepare stage letterboxes only it, and the detections handed to
+        `analyse` are in whole-frame pixels."""
         if not self.cfg.crop:
             return None
         pts = np.concatenate([r.outline(0, 0) for r in self.cfg.rois])
