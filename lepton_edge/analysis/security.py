@@ -76,7 +76,9 @@ class SecurityAnalyser:
         self.store = store if cfg.snapshots.enabled else None
         self.gate = FrameGate(cfg.detect, cfg.motion)
         self._labels = labels
-        self._tracker: Tracker | None = None
+        # built now when the labels are known: its imports take a second, not a first frame's
+        self._tracker: Tracker | None = (Tracker(cfg.track, labels)
+                                         if cfg.track.enabled and labels else None)
         self._zones: list[Zone] = []
         self._lines: list[Line] = []
         self._size: tuple[int, int] | None = None

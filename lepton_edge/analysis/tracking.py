@@ -12,8 +12,12 @@ these defaults 0.908 / 0.875 and 0.807 / 0.720 (tests/analysis/test_tracking.py)
 `trackers` >= 2.2 requires the GUI build of OpenCV (`opencv-python`), which clashes with the
 headless build a camera box runs, hence the pin below 2.2.
 
-On top of the library: one ByteTrack per class group (classes that overlap as one object, e.g.
-car/truck/bus, are first merged by class-agnostic NMS, so one vehicle is one track), global
+On top of the library: class groups (classes that overlap as one object, e.g. car/truck/bus,
+are first merged by class-agnostic NMS, so one vehicle is one track) tracked apart in one
+ByteTrack: each group's boxes are shifted into their own band of x (`GROUP_SHIFT` pixels
+apart), so no box of one group ever overlaps a track of another, the offset trick of batched
+NMS. One library call a frame instead of one per group that was ever seen (its per-call cost,
+supervision `Detections` copies and merges, is most of the tracker's time). Global
 track ids, a track's label by majority over its frames, its recent scores (for the median
 filter), confirmation after `confirm_frames` hits and an end after `timeout_s` seconds unseen
 (seconds, not frames: cameras and the motion gate change the frame rate).
@@ -21,6 +25,7 @@ filter), confirmation after `confirm_frames` hits and an end after `timeout_s` s
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,6 +39,9 @@ from lepton_edge.errors import ConfigError
 from lepton_edge.pipeline.nms import nms
 
 DEFAULT_GROUPS: tuple[tuple[str, ...], ...] = (("car", "truck", "bus"),)
+# x distance between class groups inside the one ByteTrack: more than any frame is wide (a
+# box grown by `buffer` included), small enough that float32 keeps a hundredth of a pixel.
+GROUP_SHIFT = 100_000.0
 
 
 class TrackConfig(BaseModel):
@@ -92,7 +100,7 @@ class Track:
 
     @property
     def median_score(self) -> float:
-        return float(np.median(self.scores))
+        return float(statistics.median(self.scores))
 
     @property
     def bottom_centre(self) -> tuple[float, float]:
@@ -147,10 +155,13 @@ class Tracker:
     """Tracks of one camera. `update` once per inferred frame, in order."""
 
     def __init__(self, cfg: TrackConfig, labels: Sequence[str]) -> None:
+        import supervision  # imported here, at setup: its first import takes about a second
+
+        self._sv = supervision
         self.cfg = cfg
         self.labels = tuple(labels)
         self.tracks: dict[int, Track] = {}
-        self._engines: dict[int, Any] = {}
+        self._engine = _bytetrack(cfg)
         self._ids: dict[tuple[int, int], int] = {}
         self._next = 1
         group_of: dict[str, int] = {}
@@ -158,40 +169,51 @@ class Tracker:
             for n in names:
                 group_of[n] = g
         self._group_of = group_of
+        # per class id: its group (a class outside every group is a group of its own) and
+        # whether it is tracked
+        n = len(self.labels)
+        self._group_lut = np.array([group_of.get(name, len(cfg.class_groups) + c)
+                                    for c, name in enumerate(self.labels)], np.int64)
+        self._tracked_lut = np.array([cfg.classes is None or name in cfg.classes
+                                      for name in self.labels], bool) if n else np.zeros(0, bool)
 
     def _group(self, class_id: int) -> int:
-        name = self.labels[class_id] if 0 <= class_id < len(self.labels) else str(class_id)
-        return self._group_of.get(name, len(self.cfg.class_groups) + class_id)
+        if 0 <= class_id < len(self._group_lut):
+            return int(self._group_lut[class_id])
+        return len(self.cfg.class_groups) + class_id
+
+    def _groups(self, class_id: np.ndarray) -> np.ndarray:
+        known = (class_id >= 0) & (class_id < len(self._group_lut))
+        if known.all():
+            return self._group_lut[class_id]
+        return np.array([self._group(int(c)) for c in class_id], np.int64)
 
     def _tracked(self, dets: Detections) -> np.ndarray:
-        if self.cfg.classes is None:
-            return np.ones(len(dets), bool)
-        names = [self.labels[c] if 0 <= c < len(self.labels) else str(c) for c in dets.class_id]
-        return np.isin(names, list(self.cfg.classes))
+        c = dets.class_id
+        known = (c >= 0) & (c < len(self._tracked_lut))
+        if known.all():
+            return self._tracked_lut[c]
+        names = [self.labels[int(i)] if k else str(int(i)) for i, k in zip(c, known, strict=True)]
+        return np.array([self.cfg.classes is None or n in self.cfg.classes for n in names], bool)
 
     def update(self, dets: Detections, t: float) -> Detections:
         """Merge class groups, associate, and return the detections with `track_id` (-1 for an
         untracked class or a track not yet confirmed)."""
-        import supervision as sv
-
         dets = merge_groups(dets, self.labels, self.cfg.class_groups, self.cfg.group_iou)
         ids = np.full(len(dets), -1, np.int64)
-        mask = self._tracked(dets)
-        groups = np.array([self._group(int(c)) for c in dets.class_id], np.int64)
-        for g in set(groups[mask].tolist()) | set(self._engines):
-            sel = np.flatnonzero(mask & (groups == g))
-            engine = self._engines.get(g)
-            if engine is None:
-                engine = self._engines[g] = _bytetrack(self.cfg)
-            out = engine.update(sv.Detections(
-                xyxy=_grow(dets.xyxy[sel], self.cfg.buffer), confidence=dets.score[sel],
-                class_id=dets.class_id[sel].astype(int), data={"i": sel}))
-            if len(out) == 0:
-                continue
-            for i, lib_id in zip(out.data["i"], out.tracker_id, strict=True):
+        sel = np.flatnonzero(self._tracked(dets))
+        groups = self._groups(dets.class_id)
+        boxes = _grow(dets.xyxy[sel], self.cfg.buffer)
+        boxes[:, [0, 2]] += (groups[sel] * GROUP_SHIFT)[:, None].astype(np.float32)
+        # ByteTrack ignores classes: `class_id` carries each box's index in `dets` through it
+        # (cheaper than a `data` column, which the library deep-copies box by box)
+        out = self._engine.update(self._sv.Detections(
+            xyxy=boxes, confidence=dets.score[sel], class_id=sel))
+        if len(out):
+            for i, lib_id in zip(out.class_id.tolist(), out.tracker_id.tolist(), strict=True):
                 if lib_id is None or lib_id < 0:
                     continue
-                ids[int(i)] = self._observe(g, int(lib_id), dets, int(i), t)
+                ids[i] = self._observe(int(groups[i]), int(lib_id), dets, i, t)
         return dets.with_tracks(np.where([self._confirmed(int(i)) for i in ids], ids, -1))
 
     def _confirmed(self, track_id: int) -> bool:
@@ -249,6 +271,6 @@ class Tracker:
         """Forget everything (camera lost); returns the tracks that were open."""
         gone = list(self.tracks.values())
         self.tracks.clear()
-        self._engines.clear()
+        self._engine = _bytetrack(self.cfg)
         self._ids.clear()
         return gone

@@ -39,6 +39,24 @@ def test_one_vehicle_flipping_car_truck_is_one_track() -> None:
     assert next(iter(trk.tracks.values())).label in ("car", "truck")
 
 
+def test_classes_of_different_groups_never_share_a_track() -> None:
+    # one ByteTrack for all groups: a bicycle where a person just was is a new object, not
+    # the person's track continued (which would confirm it on first sight)
+    trk = Tracker(TrackConfig(confirm_frames=2), LABELS)
+    for i in range(5):
+        person = trk.update(dets((100, 100, 140, 200, 0.9, 0)), i * 0.04).track_id[0]
+    assert person > 0
+    bikes = [trk.update(dets((100, 100, 140, 200, 0.9, 1)), i * 0.04).track_id[0]
+             for i in range(5, 8)]
+    assert bikes[0] == -1 and bikes[1] == bikes[2] > 0 and bikes[1] != person
+    # and two classes on one box, frame after frame, are two tracks
+    trk = Tracker(TrackConfig(confirm_frames=1), LABELS)
+    for i in range(5):
+        out = trk.update(dets((100, 100, 140, 200, 0.9, 0), (100, 100, 140, 200, 0.8, 1)),
+                         i * 0.04)
+    assert len(set(out.track_id.tolist())) == 2 and len(trk.tracks) == 2
+
+
 def test_confirmation_and_timeout_in_seconds() -> None:
     trk = Tracker(TrackConfig(confirm_frames=3, timeout_s=1.0), LABELS)
     ids = [trk.update(dets((10, 10, 50, 90, 0.9, 0)), i * 0.04).track_id[0] for i in range(4)]
