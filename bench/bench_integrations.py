@@ -3,10 +3,8 @@ and the MQTT bridge configured, with and without three MJPEG viewers (curl, as b
 be) and an MQTT subscriber on everything (a paho client in its own process) attached to a
 real Mosquitto on loopback.
 
-Runs alternate (plain, attached, plain, attached, ...) so drift on a shared machine hits both
-sides alike, after one warm-up run that is not counted; each run's fps is the daemon's own
-published frames over its active seconds. The ratio is the median of the attached runs over
-the median of the plain ones, and per pair.
+"plain" has the same HTTP and MQTT sinks configured, with nobody attached. Runs alternate
+(bench/alternate.py): the ratio is attached over plain, medians and per round.
 
     python bench/bench_integrations.py [--rounds 3] [--backend openvino] [--precision int8]
 
@@ -20,18 +18,17 @@ import argparse
 import json
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from lepton_edge.run import RunOptions, resolve_run
-from lepton_edge.service.daemon import Daemon
+from alternate import alternate, daemon_run
 
-REPO = Path(__file__).resolve().parents[1]
 CAMERA = "plaza"
 
 SUBSCRIBER = """
@@ -82,47 +79,38 @@ def wait_listening(port: int, timeout: float = 60.0) -> bool:
     return False
 
 
-def one_run(args: argparse.Namespace, mqtt_port: int, attach: bool,
-            workdir: Path) -> dict[str, float]:
-    http_port = free_port()
-    overrides = {"backend": args.backend, "precision": args.precision,
-                 "http": {"host": "127.0.0.1", "port": http_port, "mjpeg_fps": 5,
-                          "mjpeg_width": 640},
-                 "mqtt": {"host": "127.0.0.1", "port": mqtt_port},
-                 "state_dir": str(workdir / "state")}
-    run = resolve_run(REPO / "deploy" / "bench.yaml", overrides, options=RunOptions())
-    daemon = Daemon(run)
-    clients: list[subprocess.Popen[bytes]] = []
+def clients(http_port: int, mqtt_port: int, workdir: Path) -> Callable[[], dict[str, int]]:
+    """Three MJPEG viewers and an MQTT subscriber, attached as soon as the API listens (in a
+    thread: the daemon is starting); returns what stops them and counts what they got."""
+    procs: list[subprocess.Popen[bytes]] = []
 
-    def attach_clients() -> None:
+    def attach() -> None:
         if not wait_listening(http_port):
             return
         url = f"http://127.0.0.1:{http_port}/api/cameras/{CAMERA}/mjpeg"
         for i in range(3):
-            clients.append(subprocess.Popen(["curl", "-sN", "-o", str(workdir / f"v{i}.mjpeg"),
-                                             url]))
-        clients.append(subprocess.Popen([sys.executable, "-c", SUBSCRIBER, str(mqtt_port)],
-                                        stdout=subprocess.PIPE))
+            procs.append(subprocess.Popen(["curl", "-sN", "-o", str(workdir / f"v{i}.mjpeg"),
+                                           url]))
+        procs.append(subprocess.Popen([sys.executable, "-c", SUBSCRIBER, str(mqtt_port)],
+                                      stdout=subprocess.PIPE))
 
-    helper = threading.Thread(target=attach_clients, daemon=True) if attach else None
-    if helper is not None:
-        helper.start()
-    daemon.run()
-    if helper is not None:
-        helper.join(5)
-    frames_seen = 0
-    messages = 0
-    for i, c in enumerate(clients):
-        c.terminate()
-        out, _ = c.communicate(timeout=10)
-        if i < 3:
-            frames_seen += (workdir / f"v{i}.mjpeg").read_bytes().count(b"--lepton-frame")
-        elif out:
-            messages = int(out.split()[-1])
-    stats = daemon.pipeline.stats
-    fps = stats.published_frames / stats.active_seconds
-    return {"fps": fps, "frames": stats.published_frames, "mjpeg_frames": frames_seen,
-            "mqtt_messages": messages}
+    thread = threading.Thread(target=attach, daemon=True)
+    thread.start()
+
+    def finish() -> dict[str, int]:
+        thread.join(5)
+        got = {"mjpeg_frames": 0, "mqtt_messages": 0}
+        for i, p in enumerate(procs):
+            p.terminate()
+            out, _ = p.communicate(timeout=10)
+            if i < 3:
+                got["mjpeg_frames"] += (workdir / f"v{i}.mjpeg").read_bytes().count(
+                    b"--lepton-frame")
+            elif out:
+                got["mqtt_messages"] = int(out.split()[-1])
+        return got
+
+    return finish
 
 
 def main() -> None:
@@ -138,30 +126,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         broker, mqtt_port = start_broker(workdir)
+
+        def run(name: str) -> dict[str, Any]:
+            http_port = free_port()
+            overrides = {"backend": args.backend, "precision": args.precision,
+                         "http": {"host": "127.0.0.1", "port": http_port, "mjpeg_fps": 5,
+                                  "mjpeg_width": 640},
+                         "mqtt": {"host": "127.0.0.1", "port": mqtt_port},
+                         "state_dir": str(workdir / "state")}
+            attach = (lambda: clients(http_port, mqtt_port, workdir)) \
+                if name == "attached" else None
+            return daemon_run(overrides, during=attach)
+
         try:
-            one_run(args, mqtt_port, False, workdir)  # warm-up: caches, first allocations
-            runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
-            for r in range(args.rounds):
-                for attach in (r % 2 == 1, r % 2 == 0):  # alternate which goes first
-                    got = one_run(args, mqtt_port, attach, workdir)
-                    runs[attach].append(got)
-                    print(f"round {r + 1} {'attached' if attach else 'plain   '}: "
-                          f"{got['fps']:.1f} fps, {got['frames']} frames, MJPEG frames read "
-                          f"{got['mjpeg_frames']}, MQTT messages {got['mqtt_messages']}",
-                          flush=True)
+            result = alternate(("plain", "attached"), args.rounds, run)
         finally:
             broker.terminate()
             broker.wait(10)
-    plain = [r["fps"] for r in runs[False]]
-    attached = [r["fps"] for r in runs[True]]
-    pairs = [a / p for a, p in zip(attached, plain, strict=True)]
-    ratio = statistics.median(attached) / statistics.median(plain)
-    print(f"plain {statistics.median(plain):.1f} fps, with 3 MJPEG viewers + an MQTT "
-          f"subscriber {statistics.median(attached):.1f} fps: ratio {ratio:.3f} (per round "
-          f"{', '.join(f'{p:.3f}' for p in pairs)})")
     if args.json:
-        print(json.dumps({"plain_fps": plain, "attached_fps": attached, "ratio": ratio,
-                          "pairs": pairs}))
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":

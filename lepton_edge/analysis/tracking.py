@@ -120,10 +120,45 @@ def _bytetrack(cfg: TrackConfig) -> Any:
     except ImportError as err:
         raise ConfigError("track: tracking needs the `trackers` package; install the extra: "
                           "pip install 'lepton-edge[analysis]'") from err
-    return ByteTrackTracker(lost_track_buffer=cfg.lost_buffer, frame_rate=30.0,
-                            track_activation_threshold=cfg.activation_score,
-                            minimum_consecutive_frames=1, minimum_iou_threshold=cfg.min_iou,
-                            high_conf_det_threshold=cfg.high_score)
+    return _lean(ByteTrackTracker)(
+        lost_track_buffer=cfg.lost_buffer, frame_rate=30.0,
+        track_activation_threshold=cfg.activation_score, minimum_consecutive_frames=1,
+        minimum_iou_threshold=cfg.min_iou, high_conf_det_threshold=cfg.high_score)
+
+
+_LEAN: dict[type, type] = {}
+
+
+def _lean(base: type) -> type:
+    """The library's ByteTrack with one step made cheap: a detection matched to a track is
+    recorded in `matched` as (its `class_id`, the track's id) instead of becoming a
+    deep-copied one-row `sv.Detections` that `update` then merges (that copy and merge were
+    half of the tracker's time). The association itself is the library's; this is
+    `_update_detections` of trackers 2.1 (pinned below 2.2) without the copy, and
+    tests/analysis/test_tracking.py checks it assigns what the library does."""
+    if base not in _LEAN:
+        from trackers.core.bytetrack.kalman_box_tracker import ByteTrackKalmanBoxTracker
+
+        class LeanByteTrack(base):  # type: ignore[misc, valid-type]
+            def __init__(self, **kwargs: Any) -> None:
+                super().__init__(**kwargs)
+                self.matched: list[tuple[int, int]] = []
+
+            def _update_detections(self, tracks: list[Any], detections: Any,
+                                   updated_detections: list[Any],
+                                   matched_indices: list[tuple[int, int]]) -> list[Any]:
+                boxes, index = detections.xyxy, detections.class_id
+                for row, col in matched_indices:
+                    t = tracks[row]
+                    t.update(boxes[col])
+                    if (t.number_of_successful_updates >= self.minimum_consecutive_frames
+                            and t.tracker_id == -1):
+                        t.tracker_id = ByteTrackKalmanBoxTracker.get_next_tracker_id()
+                    self.matched.append((int(index[col]), int(t.tracker_id)))
+                return updated_detections
+
+        _LEAN[base] = LeanByteTrack
+    return _LEAN[base]
 
 
 def _grow(xyxy: np.ndarray, buffer: float) -> np.ndarray:
@@ -205,15 +240,16 @@ class Tracker:
         groups = self._groups(dets.class_id)
         boxes = _grow(dets.xyxy[sel], self.cfg.buffer)
         boxes[:, [0, 2]] += (groups[sel] * GROUP_SHIFT)[:, None].astype(np.float32)
-        # ByteTrack ignores classes: `class_id` carries each box's index in `dets` through it
-        # (cheaper than a `data` column, which the library deep-copies box by box)
-        out = self._engine.update(self._sv.Detections(
-            xyxy=boxes, confidence=dets.score[sel], class_id=sel))
-        if len(out):
-            for i, lib_id in zip(out.class_id.tolist(), out.tracker_id.tolist(), strict=True):
-                if lib_id is None or lib_id < 0:
-                    continue
-                ids[i] = self._observe(int(groups[i]), int(lib_id), dets, i, t)
+        # ByteTrack ignores classes: `class_id` carries each box's index in `dets` through it.
+        # Only a matched box has a track id (a new track gets its id on its second frame), so
+        # the library's own return value, the unmatched boxes at -1, is not needed.
+        engine = self._engine
+        engine.matched.clear()
+        engine.update(self._sv.Detections(xyxy=boxes, confidence=dets.score[sel],
+                                          class_id=sel))
+        for i, lib_id in engine.matched:
+            if lib_id >= 0:
+                ids[i] = self._observe(int(groups[i]), lib_id, dets, i, t)
         return dets.with_tracks(np.where([self._confirmed(int(i)) for i in ids], ids, -1))
 
     def _confirmed(self, track_id: int) -> bool:

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -96,10 +95,24 @@ class Zone:
     def __init__(self, cfg: ZoneConfig, width: int, height: int) -> None:
         self.cfg = cfg
         self.polygon = to_pixels(cfg.polygon, width, height).reshape(-1, 1, 2)
+        pts = [(float(x), float(y)) for x, y in self.polygon.reshape(-1, 2)]
+        self._edges = list(zip(pts, pts[1:] + pts[:1], strict=True))
         self._state: dict[int, _Presence] = {}
 
     def contains(self, point: Point) -> bool:
-        return cv2.pointPolygonTest(self.polygon, (float(point[0]), float(point[1])), False) >= 0
+        """Inside or on the edge (as cv2.pointPolygonTest(...) >= 0). Plain Python: a call
+        into OpenCV releases and retakes the GIL, which on the busy emitting thread cost more
+        than the test itself."""
+        x, y = float(point[0]), float(point[1])
+        inside = False
+        for (x1, y1), (x2, y2) in self._edges:
+            if (min(x1, x2) <= x <= max(x1, x2) and min(y1, y2) <= y <= max(y1, y2)
+                    and abs((x2 - x1) * (y - y1) - (y2 - y1) * (x - x1)) <= 1e-6 * (
+                        abs(x2 - x1) + abs(y2 - y1) + 1.0)):
+                return True  # on this edge
+            if (y1 > y) != (y2 > y) and x < x1 + (y - y1) * (x2 - x1) / (y2 - y1):
+                inside = not inside
+        return inside
 
     def update(self, track_id: int, label: str, point: Point, t: float) -> bool:
         """Whether the track counts as inside after this observation."""
@@ -142,22 +155,26 @@ class Line:
     def __init__(self, cfg: LineConfig, width: int, height: int) -> None:
         self.cfg = cfg
         self.a, self.b = to_pixels(cfg.points, width, height)
+        (ax, ay), (bx, by) = self.a.tolist(), self.b.tolist()
+        self._a, self._d = (ax, ay), (bx - ax, by - ay)  # plain floats: per-frame arithmetic
+        self._length = max(float(np.hypot(bx - ax, by - ay)), 1e-9)
         self.margin = cfg.margin * float(np.hypot(width, height))
         self.counts: dict[str, Counter[str]] = {"in": Counter(), "out": Counter()}
         self._state: dict[int, _Side] = {}
 
     def side(self, point: Point) -> int:
         """+1 right of a -> b, -1 left, 0 within the margin."""
-        d = self.b - self.a
-        cross = d[0] * (point[1] - self.a[1]) - d[1] * (point[0] - self.a[0])
-        if abs(float(cross)) / max(float(np.hypot(*d)), 1e-9) < self.margin:
+        (ax, ay), (dx, dy) = self._a, self._d
+        cross = dx * (float(point[1]) - ay) - dy * (float(point[0]) - ax)
+        if abs(cross) / self._length < self.margin:
             return 0
         return 1 if cross > 0 else -1  # image y points down: > 0 is the right of a -> b
 
     def _within(self, point: Point) -> bool:
         """Whether the point projects onto the segment (a crossing beyond its ends is none)."""
-        d = self.b - self.a
-        u = float(np.dot(np.asarray(point) - self.a, d) / max(float(np.dot(d, d)), 1e-9))
+        (ax, ay), (dx, dy) = self._a, self._d
+        u = ((float(point[0]) - ax) * dx + (float(point[1]) - ay) * dy) / max(
+            dx * dx + dy * dy, 1e-9)
         return 0.0 <= u <= 1.0
 
     def update(self, track_id: int, label: str, point: Point, t: float) -> Crossing | None:

@@ -96,3 +96,43 @@ def test_tud_campus_accuracy_tuned_beats_library_defaults(step: int, idf1_floor:
     print(f"TUD-Campus at {25 // step} fps: library defaults {default}; tuned {tuned}")
     assert tuned["idf1"] >= idf1_floor and tuned["mota"] >= mota_floor
     assert tuned["idf1"] >= default["idf1"] - 0.005
+
+
+@pytest.mark.parametrize("step", [1, 5])
+def test_the_lean_bytetrack_assigns_what_the_library_does(step: int) -> None:
+    # the library's ByteTrackTracker and the subclass that skips its per-box copies, fed the
+    # same noisy TUD-Campus detections: the same boxes get the same tracks every frame (ids
+    # up to renaming: the library numbers tracks from one counter shared by all instances)
+    import supervision as sv
+    from trackers import ByteTrackTracker
+
+    from lepton_edge.analysis.tracking import _bytetrack
+    from tests.analysis.mot import noisy, tud_campus
+
+    cfg = TrackConfig()
+    lean = _bytetrack(cfg)
+    stock = ByteTrackTracker(lost_track_buffer=cfg.lost_buffer, frame_rate=30.0,
+                             track_activation_threshold=cfg.activation_score,
+                             minimum_consecutive_frames=1, minimum_iou_threshold=cfg.min_iou,
+                             high_conf_det_threshold=cfg.high_score)
+    frames = noisy(tud_campus(), seed=3)
+    renamed: dict[int, int] = {}
+    matched = 0
+    for f in sorted(frames)[::step]:
+        d = frames[f]
+
+        def lib_dets(d: Detections = d) -> sv.Detections:
+            return sv.Detections(xyxy=d.xyxy.copy(), confidence=d.score.copy(),
+                                 class_id=np.arange(len(d)))
+
+        out = stock.update(lib_dets())
+        want = {int(i): int(t) for i, t in zip(out.class_id, out.tracker_id, strict=True)
+                if t >= 0}
+        lean.matched.clear()
+        lean.update(lib_dets())
+        got = {i: t for i, t in lean.matched if t >= 0}
+        assert got.keys() == want.keys(), f
+        for i, t in got.items():
+            assert renamed.setdefault(want[i], t) == t, (f, i)
+        matched += len(got)
+    assert matched > 200 // step and len(set(renamed.values())) == len(renamed)

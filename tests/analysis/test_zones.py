@@ -3,6 +3,8 @@ double counts, per-class in/out, the segment's extent)."""
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -13,6 +15,23 @@ SQUARE = ((100, 100), (200, 100), (200, 200), (100, 200))
 
 def feed_zone(zone: Zone, points: list[tuple[float, float]], dt: float = 0.1) -> list[bool]:
     return [zone.update(1, "person", p, i * dt) for i, p in enumerate(points)]
+
+
+def test_zone_membership_agrees_with_opencv_edges_included() -> None:
+    rng = np.random.default_rng(7)
+    shapes = [[(10, 10), (200, 10), (200, 120), (10, 120)],  # a rectangle
+              [(0, 0), (300, 0), (150, 80), (300, 200), (0, 200)],  # concave
+              [(50, 5), (90, 160), (5, 60), (110, 60), (15, 160)]]  # self-intersecting star
+    for poly in shapes:
+        zone = Zone(ZoneConfig(id="z", polygon=poly, inertia=1), 320, 240)
+        cv_poly = np.asarray(poly, np.float32).reshape(-1, 1, 2)
+        points = [tuple(p) for p in rng.uniform(-10, 320, (400, 2))]
+        points += [tuple(map(float, v)) for v in poly]  # the vertices
+        points += [((x1 + x2) / 2, (y1 + y2) / 2) for (x1, y1), (x2, y2)
+                   in zip(poly, poly[1:] + poly[:1], strict=True)]  # mid-edges
+        for pt in points:
+            want = cv2.pointPolygonTest(cv_poly, pt, False) >= 0
+            assert zone.contains(pt) == want, (poly, pt)
 
 
 def test_zone_inertia_delays_entry_and_exit() -> None:
