@@ -214,11 +214,11 @@ def _check_curve(config: Config, file: ConfigFile, overrides: Sequence[Override]
         return
     key = ("publish", "curve", "server_secret_key")
     try:
-        load_secret_keypair(curve.server_secret_key)
+        load_secret_keypair(config.resolve(curve.server_secret_key))
     except ConfigError as err:
         raise ConfigError(f"{file.where(key, overrides)}: publish.curve.server_secret_key: "
                           f"{err}") from err
-    if not Path(curve.allowed_clients).is_dir():
+    if not config.resolve(curve.allowed_clients).is_dir():
         raise ConfigError(f"{file.where(('publish', 'curve', 'allowed_clients'), overrides)}: "
                           f"publish.curve.allowed_clients: {curve.allowed_clients} is not a "
                           f"directory of client public keys")

@@ -134,7 +134,7 @@ class Daemon:
             self.snapshots = SnapshotStore.in_state_dir(run.backend_options.state_dir,
                                                         config.snapshots)
         self._ctx = zmq.Context()
-        publisher = self.publisher = Publisher(self._ctx, config.publish)
+        publisher = self.publisher = Publisher(self._ctx, config.publish, config.resolve)
         with run.naming("publish.endpoint"):  # a bind error names the file line or --endpoint
             publisher.open()
         only_files = all(c.mode in ("bench", "replay") and (not c.loop or c.max_frames is not None)

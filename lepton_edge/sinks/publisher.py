@@ -24,6 +24,7 @@ import socket
 import stat
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,10 @@ _MONITORED = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO
 
 
 class Publisher:
-    def __init__(self, context: zmq.Context, settings: Publish) -> None:
+    def __init__(self, context: zmq.Context, settings: Publish,
+                 resolve: Callable[[str], Path] = Path) -> None:
         self.settings = settings
+        self._resolve = resolve  # a key path from the config: relative to the config file
         self.endpoint = settings.endpoint  # --endpoint arrives as a validated config override
         self._ctx = context
         self._sock: zmq.Socket | None = None
@@ -105,16 +108,17 @@ class Publisher:
 
         curve = self.settings.curve
         assert curve is not None
+        key_file = self._resolve(curve.server_secret_key)
         try:
-            public, secret = zmq.auth.load_certificate(curve.server_secret_key)
+            public, secret = zmq.auth.load_certificate(key_file)
         except (OSError, ValueError) as err:
             raise ConfigError(f"publish.curve.server_secret_key: cannot load "
-                              f"{curve.server_secret_key} ({err}); make one with "
+                              f"{key_file} ({err}); make one with "
                               f"`lepton-edge keys`") from err
         if secret is None:
-            raise ConfigError(f"publish.curve.server_secret_key: {curve.server_secret_key} "
+            raise ConfigError(f"publish.curve.server_secret_key: {key_file} "
                               f"holds no secret key (that is the public half)")
-        allowed = load_allowed_clients(Path(curve.allowed_clients))
+        allowed = load_allowed_clients(self._resolve(curve.allowed_clients))
         for reason in allowed.skipped:
             log.warning("publish.curve.allowed_clients: skipping %s", reason)
         log.info("CURVE: %d allowed client key(s) from %s", len(allowed.keys), allowed.directory)

@@ -68,7 +68,10 @@ def test_keys_refuses_names_that_are_not_file_names(tmp_path: Path, name: str) -
 
 
 def test_only_allowed_clients_receive(tmp_path: Path, start_daemon) -> None:
-    keys = tmp_path / "keys"
+    # the key paths in the config are relative to the config file (in etc/), not to the
+    # daemon's working directory (tmp_path)
+    etc = tmp_path / "etc"
+    keys = etc / "keys"
     allowed_dir = keys / "clients"
     allowed_dir.mkdir(parents=True)
     server_public, server_secret = make_keys(keys, "server")
@@ -77,12 +80,13 @@ def test_only_allowed_clients_receive(tmp_path: Path, start_daemon) -> None:
     shutil.copy(client_public, allowed_dir)
     (allowed_dir / "camera-17.key").write_text("truncated in the copy\n")  # one bad file
     cfg = write_config(
-        tmp_path / "c.yaml", input_size=320,
+        etc / "c.yaml", input_size=320,
         cameras=[{"id": "plaza", "url": str(VTEST), "mode": "replay", "loop": True}])
     text = cfg.read_text().replace(
         "health_interval: 0.5",
-        f"health_interval: 0.5\n  curve:\n    server_secret_key: {server_secret}\n"
-        f"    allowed_clients: {allowed_dir}")
+        f"health_interval: 0.5\n  curve:\n"
+        f"    server_secret_key: {server_secret.relative_to(etc)}\n"
+        f"    allowed_clients: {allowed_dir.relative_to(etc)}")
     cfg.write_text(text)
     daemon = start_daemon(cfg)
     server_key, _ = zmq.auth.load_certificate(str(server_public))
