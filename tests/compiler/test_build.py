@@ -13,7 +13,7 @@ import yaml
 from lepton_edge.artifact import load_artifact
 from lepton_edge.backends import BackendOptions, create_backend
 from lepton_edge.compiler import commands
-from lepton_edge.compiler.build import compile_model, conv_groups, tail_nodes
+from lepton_edge.compiler.build import compile_model, conv_groups, gate_record, tail_nodes
 from lepton_edge.compiler.quantize import qdq_summary
 from lepton_edge.errors import CompileError, ModelError
 from tests.compiler.conftest import MODEL, SAMPLES, small_options
@@ -157,3 +157,15 @@ def test_eval_scores_every_precision_against_float(small_artifact: Path, small_s
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def test_without_a_class_of_20_boxes_the_gate_scores_all_classes_and_says_so(
+        caplog: pytest.LogCaptureFixture) -> None:
+    scores = {"map50": 0.91, "map50_95": 0.8, "map50_min20": None, "map50_agnostic": 0.97}
+    with caplog.at_level(logging.INFO, logger="lepton_edge.compile"):
+        gate = gate_record("int8-cpu", scores, 0.95)
+    assert gate["metric"] == "map50" and gate["score"] == 0.91 and gate["below_floor"] is True
+    assert "int8-cpu: no class has 20 reference boxes; its gate score is the all-class mAP50" \
+        in caplog.text
+    assert "int8-cpu is below the floor: map50 0.910 < 0.95" in caplog.text
+    assert gate_record("fp16", {**scores, "map50": 0.99}, 0.95)["below_floor"] is False
