@@ -66,9 +66,11 @@ bench: venv
 	$(BIN)/lepton-edge bench --config deploy/bench.yaml --backend onnxruntime:fp32 \
 		--backend onnxruntime:int8 --backend openvino:bf16 --backend openvino:int8
 
-# Rebuilds the committed artifact of the bundled model from the repo's calibration set.
+# Rebuilds the committed artifact of the bundled model from the repo's calibration set. The floor
+# applies to mAP50 over the classes with >= 20 reference boxes; an encoding below it is written
+# and marked below_floor in the manifest (the daemon warns before running it), not a failure.
 engines: venv
-	$(BIN)/lepton-edge compile engines/yolov8n/model.onnx --calib calibration/yolov8n.yaml --name yolov8n --floor 0.75 --max-float-steps 0
+	$(BIN)/lepton-edge compile engines/yolov8n/model.onnx --calib calibration/yolov8n.yaml --name yolov8n --floor 0.95 --max-float-steps 0 --mark-below-floor
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .cache/trt-bindings

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any
 import yaml
 
 from lepton_edge.errors import ModelError
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.yaml"
 FORMAT = "lepton-edge/artifact-1"
@@ -76,11 +79,21 @@ class Artifact:
                 f"{', '.join(sorted(self.models))}); compile it with `lepton-edge compile`"
             ) from None
 
-    def pick(self, runtime: str, precision: str) -> tuple[str, Path]:
-        """The encoding (and its file) that `runtime` runs for `precision`."""
+    def gate(self, encoding: str) -> Mapping[str, Any] | None:
+        """The compile's gate record of `encoding` (`score`, `metric`, `floor`, `below_floor`,
+        ...), or None for an encoding the compile did not score (fp32, older manifests)."""
+        entry = self.models.get(encoding, {})
+        record = entry.get("gate") if isinstance(entry, Mapping) else None
+        return record if isinstance(record, Mapping) else None
+
+    def pick(self, runtime: str, precision: str, *, warn: bool = True) -> tuple[str, Path]:
+        """The encoding (and its file) that `runtime` runs for `precision`; with `warn`, a
+        WARNING when the compile marked that encoding below its accuracy floor."""
         wanted = ENCODINGS.get(runtime, {}).get(precision, ())
         for enc in wanted:
             if enc in self.models:
+                if warn:
+                    self._warn_below_floor(runtime, precision, enc)
                 return enc, self.model_path(enc)
         have = ", ".join(sorted(self.models)) or "none"
         hint = {
@@ -92,6 +105,44 @@ class Artifact:
             f"{self.root}: precision {precision!r} on {runtime} needs one of "
             f"{', '.join(wanted) or '(no encoding)'}, the artifact has {have}; {hint}"
         )
+
+
+    def _warn_below_floor(self, runtime: str, precision: str, encoding: str) -> None:
+        g = self.gate(encoding)
+        if g is None or not g.get("below_floor"):
+            return
+        log.warning("%s: %s:%s runs %s, which the compile marked below its accuracy floor: "
+                    "%s %.3f < floor %g (agreement with fp32 on its held-out frames); %s",
+                    self.root, runtime, precision, encoding, _metric(g), float(g["score"]),
+                    float(g["floor"]), self._better(encoding, runtime, precision))
+
+    def _better(self, encoding: str, runtime: str, precision: str) -> str:
+        """What to run instead: the best-scoring encoding at or above its floor at the same
+        precision (any runtime), and the best one on the same runtime, as `runtime:precision`."""
+        options: list[tuple[float, str, str, str]] = []  # score, runtime, precision, text
+        for rt, precisions in ENCODINGS.items():
+            for prec, wanted in precisions.items():
+                enc = next((e for e in wanted if e in self.models), None)
+                g = self.gate(enc) if enc is not None and enc != encoding else None
+                if g is None or g.get("below_floor"):
+                    continue
+                options.append((float(g["score"]), rt, prec,
+                                f"{rt}:{prec} scores {float(g['score']):.3f} {_metric(g)} "
+                                f"({enc})"))
+        if not options:
+            return ("no other scored encoding of this artifact reaches its floor (fp32 is the "
+                    "reference)")
+        same_precision = [o for o in options if o[2] == precision]
+        same_runtime = [o for o in options if o[1] == runtime]
+        picks = [max(same_precision or options, key=lambda o: o[0])]
+        if same_runtime and picks[0][1] != runtime:
+            picks.append(max(same_runtime, key=lambda o: o[0]))
+        return "better: " + "; on this runtime: ".join(p[3] for p in picks)
+
+
+def _metric(gate: Mapping[str, Any]) -> str:
+    metric = str(gate.get("metric", "map50"))
+    return metric.replace("map50_min", "min") if metric.startswith("map50_min") else metric
 
 
 def check_runnable(art: Artifact) -> None:

@@ -203,7 +203,7 @@ def _check_encoding(backend: str, config: Config, artifact: Artifact) -> None:
     """The artifact has an encoding the backend runs at this precision (registered backends;
     a plugin picks its own)."""
     if backend in ENCODINGS:
-        artifact.pick(backend, config.precision)
+        artifact.pick(backend, config.precision, warn=False)  # the backend warns as it opens
 
 
 def _check_curve(config: Config, file: ConfigFile, overrides: Sequence[Override]) -> None:

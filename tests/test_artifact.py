@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -89,3 +90,58 @@ def test_a_malformed_manifest_is_one_line(tmp_path: Path, change, error: str) ->
     with pytest.raises(ModelError) as info:
         load_artifact(art, verify=False)
     assert error in str(info.value) and "\n" not in str(info.value)
+
+
+def _gate(score: float, below: bool, floor: float = 0.95) -> dict:
+    return {"metric": "map50_min20", "score": score, "floor": floor, "below_floor": below,
+            "map50_min20": score, "map50": score - 0.1, "map50_agnostic": score,
+            "map50_95": score - 0.05}
+
+
+def _marked_artifact(tmp_path: Path, gates: dict[str, dict]) -> Path:
+    """A copy of the bundled artifact (every file) whose manifest carries `gates`."""
+    art = tmp_path / "art"
+    shutil.copytree(ENGINE, art, ignore=shutil.ignore_patterns("cache"))
+    manifest = yaml.safe_load((art / "manifest.yaml").read_text())
+    for enc, g in gates.items():
+        manifest["models"][enc]["gate"] = g
+    (art / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return art
+
+
+def test_running_a_below_floor_encoding_warns_with_its_score_and_the_better_choice(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from lepton_edge.backends import BackendOptions, create_backend
+
+    art = load_artifact(_marked_artifact(tmp_path, {
+        "int8-cpu": _gate(0.9318, True), "int8-device": _gate(0.9161, True),
+        "int8-openvino": _gate(0.9534, False), "fp16": _gate(0.998, False)}))
+    with caplog.at_level(logging.WARNING, logger="lepton_edge.artifact"), \
+            create_backend("onnxruntime", art, BackendOptions(precision="int8")) as backend:
+        assert backend.encoding == "int8-cpu"
+    [record] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    message = record.getMessage()
+    assert "onnxruntime:int8 runs int8-cpu, which the compile marked below its accuracy " \
+           "floor: min20 0.932 < floor 0.95" in message
+    assert message.endswith("better: openvino:int8 scores 0.953 min20 (int8-openvino); on this "
+                            "runtime: onnxruntime:fp16 scores 0.998 min20 (fp16)")
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lepton_edge.artifact"):
+        assert art.pick("openvino", "int8")[0] == "int8-openvino"  # above its floor
+        assert art.pick("onnxruntime", "fp32")[0] == "fp32"  # the reference: no gate
+        assert art.pick("onnxruntime", "int8", warn=False)[0] == "int8-cpu"
+    assert not caplog.records
+
+
+def test_no_encoding_at_its_floor_says_fp32_is_the_reference(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    art = load_artifact(_marked_artifact(tmp_path, {
+        "int8-cpu": _gate(0.9318, True), "int8-device": _gate(0.9161, True),
+        "int8-openvino": _gate(0.90, True, floor=0.97), "fp16": _gate(0.96, True, 0.99)}))
+    with caplog.at_level(logging.WARNING, logger="lepton_edge.artifact"):
+        assert art.pick("tensorrt", "int8")[0] == "int8-device"
+    assert "tensorrt:int8 runs int8-device" in caplog.text
+    assert "min20 0.916 < floor 0.95" in caplog.text
+    assert "no other scored encoding of this artifact reaches its floor (fp32 is the " \
+           "reference)" in caplog.text

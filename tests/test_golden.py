@@ -17,8 +17,9 @@ import pytest
 import yaml
 
 from lepton_edge.cli import main
-from lepton_edge.compiler.accuracy import CANDIDATE, REFERENCE
-from lepton_edge.devtools.recording import read_recording
+from lepton_edge.compiler.accuracy import CANDIDATE, REFERENCE, Score, agreement
+from lepton_edge.devtools.compare import parse_selection
+from lepton_edge.devtools.recording import read_recording, to_detections
 from tests.conftest import ENGINE, REPO, SAMPLES, run_cli, write_config
 from tests.devtools.test_recording import GOLDEN
 
@@ -89,9 +90,11 @@ def gate_cameras(spec_path: Path) -> tuple[list[dict], list[str]]:
     return cameras, frames
 
 
-def diff_float_and_int8(tmp_path: Path, start_daemon, artifact: Path, spec: Path) -> float:
+def diff_float_and_int8(tmp_path: Path, start_daemon, artifact: Path,
+                        spec: Path) -> tuple[float, Score]:
     """Record float and INT8 bench runs of `artifact` with the gate's candidate thresholds and
-    return the agreement mAP50 that `lepton-edge diff` reports on the gate's frames."""
+    return the agreement mAP50 that `lepton-edge diff` reports on the gate's frames, and the
+    gate's full score (min20, class-agnostic) of the same two recordings."""
     cameras, frames = gate_cameras(spec)
     records = {}
     for precision in ("fp32", "int8"):
@@ -108,7 +111,12 @@ def diff_float_and_int8(tmp_path: Path, start_daemon, artifact: Path, spec: Path
         args += ["--frames", f]
     result = run_cli("diff", *args, "--json")
     assert result.returncode == 0, result.stderr
-    return float(json.loads(result.stdout.splitlines()[-1])["map50"])
+    fp32, int8 = read_recording(records["fp32"]), read_recording(records["int8"])
+    keys = [(cam, i) for cam, msgs in fp32.cameras.items() for i in msgs
+            if any((cam, i) in parse_selection(f) for f in frames)]
+    score = agreement([to_detections(fp32.cameras[c][i]) for c, i in keys],
+                      [to_detections(int8.cameras[c][i]) for c, i in keys])
+    return float(json.loads(result.stdout.splitlines()[-1])["map50"]), score
 
 
 TINY_SPEC = """\
@@ -137,8 +145,8 @@ def test_diff_of_float_and_int8_reports_the_gate_s_agreement(tmp_path: Path,
     assert compiled.returncode == 0, compiled.stderr[-2000:]
     artifact = tmp_path / "engines" / "tiny"
     gate = yaml.safe_load((artifact / "manifest.yaml").read_text())["accuracy"]["int8-cpu"]
-    assert diff_float_and_int8(tmp_path, start_daemon, artifact, spec) == pytest.approx(
-        gate["map50"], abs=0.01)
+    diffed, _ = diff_float_and_int8(tmp_path, start_daemon, artifact, spec)
+    assert diffed == pytest.approx(gate["map50"], abs=0.01)
 
 
 @pytest.mark.slow
@@ -151,7 +159,18 @@ def test_diff_of_the_bundled_int8_reports_its_gate_s_agreement(tmp_path: Path,
         pytest.skip("engines/yolov8n has no int8-cpu encoding yet: compile it with "
                     "`lepton-edge compile engines/yolov8n/model.onnx --calib "
                     "calibration/yolov8n.yaml --name yolov8n`")
-    gate = manifest["accuracy"]["int8-cpu"]["map50"]
+    report = manifest["accuracy"]["int8-cpu"]
+    gate = manifest["models"]["int8-cpu"]["gate"]
+    # the recorded gate: min20 against the floor, and the scores it was decided on
+    assert gate["metric"] == "map50_min20" == manifest["accuracy"]["gate_metric"]
+    assert gate["score"] == report["map50_min20"] and gate["map50"] == report["map50"]
+    assert gate["map50_agnostic"] == report["map50_agnostic"]
+    assert gate["floor"] == manifest["accuracy"]["floor"] == 0.95  # make engines' floor
+    assert gate["below_floor"] is (gate["score"] < gate["floor"])
     spec = REPO / "calibration" / "yolov8n.yaml"
-    assert diff_float_and_int8(tmp_path, start_daemon, ENGINE, spec) == pytest.approx(
-        gate, abs=0.01)
+    diffed, score = diff_float_and_int8(tmp_path, start_daemon, ENGINE, spec)
+    assert diffed == pytest.approx(report["map50"], abs=0.01)
+    assert score.map50 == pytest.approx(diffed, abs=1e-4)  # the same frames as the diff
+    assert score.map50_min == pytest.approx(gate["score"], abs=0.01)
+    assert score.map50_agnostic == pytest.approx(gate["map50_agnostic"], abs=0.01)
+    assert (score.map50_min < gate["floor"]) is gate["below_floor"]

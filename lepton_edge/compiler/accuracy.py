@@ -9,7 +9,10 @@ most 300, as COCO evaluation is done) are scored against them with faster-coco-e
 COCO mAP averages classes with equal weight, so on a few hundred frames it is dominated by
 classes with 2 to 5 reference boxes (their AP is 0, 0.5 or 1). Every score therefore also
 carries the same evaluation restricted to classes with at least `min_class_boxes` (20)
-reference boxes (`map50_min20`); the gate's floor applies to the all-class mAP50.
+reference boxes (`map50_min20`), which is what the gate's floor applies to (`gate_value`:
+the all-class mAP50 when no class has that many boxes), and a class-agnostic mAP50
+(`map50_agnostic`: every class merged into one, so a box found with the wrong class still
+counts; how far the encoding moves boxes, apart from how it moves class scores).
 """
 
 from __future__ import annotations
@@ -53,19 +56,31 @@ class Score:
     map50_95_min: float | None = None
     classes_min: int = 0
     min_class_boxes: int = MIN_CLASS_BOXES
+    map50_agnostic: float | None = None
+
+    @property
+    def gate_metric(self) -> str:
+        """The score the floor applies to: `map50_min20`, or `map50` when no class has
+        `min_class_boxes` reference boxes."""
+        return f"map50_min{self.min_class_boxes}" if self.map50_min is not None else "map50"
+
+    @property
+    def gate_value(self) -> float:
+        return self.map50_min if self.map50_min is not None else self.map50
 
     def as_dict(self) -> dict[str, Any]:
         return {"map50": round(self.map50, 4), "map50_95": round(self.map50_95, 4),
                 "frames": self.frames, "reference_boxes": self.boxes, **self.restricted()}
 
     def restricted(self) -> dict[str, Any]:
-        """`classes_scored` and the `map50_minN` / `map50_95_minN` / `classes_scored_minN`
-        entries of a report."""
+        """`classes_scored`, the `map50_minN` / `map50_95_minN` / `classes_scored_minN` and the
+        `map50_agnostic` entries of a report."""
         n = self.min_class_boxes
         return {"classes_scored": self.classes,
                 f"map50_min{n}": _round(self.map50_min),
                 f"map50_95_min{n}": _round(self.map50_95_min),
-                f"classes_scored_min{n}": self.classes_min}
+                f"classes_scored_min{n}": self.classes_min,
+                "map50_agnostic": _round(self.map50_agnostic)}
 
 
 def _round(v: float | None) -> float | None:
@@ -176,12 +191,23 @@ def coco_map(truth: Sequence[Detections], candidate: Sequence[Detections],
     sizes = (len(truth), len(anns), len(classes))
     if not results:
         zero = 0.0 if frequent else None
-        return Score(0.0, 0.0, *sizes, zero, zero, len(frequent), min_class_boxes)
+        return Score(0.0, 0.0, *sizes, zero, zero, len(frequent), min_class_boxes, 0.0)
     dt = gt.loadRes(results)
     map50, map50_95 = _evaluate(gt, dt, sorted(classes))
     map50_min, map50_95_min = _evaluate(gt, dt, frequent) if frequent else (None, None)
     return Score(map50, map50_95, *sizes, map50_min, map50_95_min, len(frequent),
-                 min_class_boxes)
+                 min_class_boxes, _agnostic_map50(images, anns, results))
+
+
+def _agnostic_map50(images: list[dict[str, Any]], anns: list[dict[str, Any]],
+                    results: list[dict[str, Any]]) -> float:
+    """mAP50 with every class merged into one (category 1), the rest as `coco_map`."""
+    from faster_coco_eval import COCO
+
+    gt = COCO({"images": images, "annotations": [{**a, "category_id": 1} for a in anns],
+               "categories": [{"id": 1, "name": "object"}]})
+    dt = gt.loadRes([{**r, "category_id": 1} for r in results])
+    return _evaluate(gt, dt, [0])[0]
 
 
 def _evaluate(gt: Any, dt: Any, classes: list[int]) -> tuple[float, float]:

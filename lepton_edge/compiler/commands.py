@@ -60,7 +60,12 @@ def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--percentile", type=float, default=99.999,
                         help="percentile of |x| kept by --calib-method percentile")
     parser.add_argument("--floor", type=float, default=0.95,
-                        help="minimum agreement mAP50 with float (default 0.95)")
+                        help="minimum agreement mAP50 with float over the classes with >= 20 "
+                             "reference boxes (all classes when none has 20) (default 0.95)")
+    parser.add_argument("--mark-below-floor", action="store_true",
+                        help="write int8-cpu even when it stays below --floor, marked "
+                             "below_floor in the manifest (the daemon warns before running "
+                             "it), instead of failing; other encodings are always marked")
     parser.add_argument("--max-float-steps", type=int, default=6,
                         help="conv groups the gate may keep in float, one per step (default 6)")
     parser.add_argument("--no-float-tail", action="store_true",
@@ -101,6 +106,7 @@ def run_compile(args: argparse.Namespace) -> int:
         eval_path=args.eval_path, count=args.calib_count,
         quant=QuantSettings(method=args.calib_method, percentile=args.percentile),
         floor=args.floor, max_float_steps=args.max_float_steps,
+        mark_below_floor=args.mark_below_floor,
         float_tail=not args.no_float_tail, device=not args.no_device,
         openvino=not args.no_openvino, fp16=not args.no_fp16,
         openvino_overflow_fix=args.openvino_overflow_fix,

@@ -156,6 +156,24 @@ def quantize_openvino(
     return [f"{SUBDIR}/model.xml", f"{SUBDIR}/model.bin"]
 
 
+def recipe(frames: int, float_tail: bool, overflow_fix: str) -> dict[str, object]:
+    """The manifest's `recipe:` of what `quantize_openvino` (as the compile calls it) did."""
+    from lepton_edge.compiler.build import versions
+
+    return {
+        "tool": "NNCF (nncf.quantize on openvino.convert_model)",
+        "calibration": "NNCF's default range estimators, every frame at its own shape",
+        "frames": frames,
+        "kept_in_float": ["head tail"] if float_tail else [],
+        "activations": "uint8 asymmetric (MIXED preset)",
+        "weights": "int8 symmetric per-channel (MIXED preset)",
+        "bias_correction": "full (fast_bias_correction=False)",
+        "overflow_fix": overflow_fix,
+        "placement": "NNCF's default for the CPU target, head tail in the ignored scope",
+        "versions": versions("openvino", "nncf", "numpy", "lepton-edge"),
+    }
+
+
 def _check_calibration(calibration: Sequence[np.ndarray]) -> list[np.ndarray]:
     frames = list(calibration)
     if not frames:

@@ -71,6 +71,24 @@ def test_report_names_the_threshold_and_agreement_drops_low_score_reference_boxe
     s = agreement(reference, [_frame(i, rare=False) for i in range(FRAMES)])
     assert s.as_dict() == {"map50": 1.0, "map50_95": 1.0, "frames": FRAMES,
                            "reference_boxes": 20, "classes_scored": 1, "map50_min20": 1.0,
-                           "map50_95_min20": 1.0, "classes_scored_min20": 1}
+                           "map50_95_min20": 1.0, "classes_scored_min20": 1,
+                           "map50_agnostic": 1.0}
     with pytest.raises(ValueError, match="10 reference frames but 9"):
         agreement(reference, reference[:9])
+
+
+def test_class_agnostic_map_counts_a_box_found_with_the_wrong_class() -> None:
+    """The rare boxes found as the frequent class: per class, the rare one is missed (and the
+    frequent one gets 3 false positives); class-agnostic, every box is found."""
+    swapped = [Detections(t.xyxy, t.score, np.full(len(t), FREQUENT, np.int32)) for t in TRUTH]
+    s = coco_map(TRUTH, swapped)
+    assert s.map50 < 0.51 and s.map50_agnostic == pytest.approx(1.0, abs=1e-3)
+    loose = coco_map(TRUTH, [_frame(i, dx=60.0) for i in range(FRAMES)])  # IoU 0.25: no match
+    assert 0.0 < loose.map50_agnostic < 0.2  # the 3 rare boxes only, among 20 misses
+
+
+def test_the_gate_metric_falls_back_to_all_classes_without_a_frequent_class() -> None:
+    frequent = coco_map(TRUTH, [_frame(i, rare=False) for i in range(FRAMES)])
+    assert (frequent.gate_metric, frequent.gate_value) == ("map50_min20", frequent.map50_min)
+    rare = coco_map(TRUTH, [_frame(i, rare=False) for i in range(FRAMES)], min_class_boxes=21)
+    assert (rare.gate_metric, rare.gate_value) == ("map50", rare.map50)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import yaml
 from lepton_edge.artifact import load_artifact
 from lepton_edge.backends import BackendOptions, create_backend
 from lepton_edge.compiler import commands
-from lepton_edge.compiler.build import compile_model, conv_groups, tail_nodes
+from lepton_edge.compiler.build import compile_model, conv_groups, gate_record, tail_nodes
 from lepton_edge.compiler.quantize import qdq_summary
 from lepton_edge.errors import CompileError, ModelError
 from tests.compiler.conftest import MODEL, SAMPLES, small_options
@@ -33,10 +34,30 @@ def test_artifact_has_both_encodings_and_a_complete_manifest(small_artifact: Pat
     assert 0.3 <= acc["int8-cpu"]["map50"] <= 1.0
     assert 0.0 <= acc["int8-device"]["map50_95"] <= 1.0
     assert acc["fp16"]["map50"] >= 0.95 and acc["fp16"]["frames"] == 23  # scored like INT8
-    assert acc["min_class_boxes"] == 20 and acc["floor_map50"] == 0.3
+    assert acc["min_class_boxes"] == 20 and acc["floor"] == 0.3
+    assert acc["gate_metric"] == "map50_min20"
     for entry in (acc["int8-cpu"], acc["int8-device"], *acc["curve"]):
         assert 1 <= entry["classes_scored_min20"] <= entry["classes_scored"]  # person, at least
         assert 0.0 <= entry["map50_min20"] <= 1.0 and 0.0 <= entry["map50_95_min20"] <= 1.0
+        assert 0.0 < entry["map50_agnostic"] <= 1.0
+        assert "ms_per_frame" not in entry  # speeds are logged: the manifest is reproducible
+    assert "gate" not in m["models"]["fp32"]  # the reference
+    for enc in ("int8-cpu", "int8-device", "fp16"):
+        gate, recipe = m["models"][enc]["gate"], m["models"][enc]["recipe"]
+        assert gate["metric"] == "map50_min20" and gate["floor"] == 0.3
+        assert gate["score"] == gate["map50_min20"] == acc[enc]["map50_min20"]
+        assert gate["map50"] == acc[enc]["map50"]
+        assert gate["map50_agnostic"] == acc[enc]["map50_agnostic"]
+        assert gate["map50_95"] == acc[enc]["map50_95"]
+        assert gate["below_floor"] is (gate["score"] < 0.3)
+        assert recipe["versions"]["lepton-edge"] and recipe["versions"]["onnx"]
+    for enc in ("int8-cpu", "int8-device"):
+        recipe = m["models"][enc]["recipe"]
+        assert recipe["tool"].startswith("ORT quantizer") and recipe["frames"] == 21
+        assert recipe["calibration"] == "minmax of the activations"
+        assert recipe["kept_in_float"] == ["head tail"] and recipe["bias_correction"] == "none"
+        assert recipe["versions"]["onnxruntime"]
+    assert m["models"]["int8-device"]["recipe"]["bias"] == "float (not quantized)"
     assert m["classes"][0] == "person" and m["input"]["name"] == "images"
     load_artifact(small_artifact)  # sha256 of every file verified
 
@@ -63,9 +84,29 @@ def test_daemon_backend_runs_the_int8_cpu_encoding(small_artifact: Path) -> None
 def test_gate_refuses_a_model_quantized_to_the_last_node(small_spec: Path,
                                                          tmp_path: Path) -> None:
     opts = small_options(small_spec, tmp_path, float_tail=False, device=False)
-    with pytest.raises(CompileError, match=r"gate failed: agreement mAP50 0\.0\d\d") as info:
+    with pytest.raises(CompileError, match=r"gate failed: agreement map50_min20 0\.0\d\d "
+                                           r"\(all-class mAP50 0\.0\d\d\) < floor 0\.3 .*"
+                                           r"--mark-below-floor") as info:
         compile_model(opts)
     assert "\n" not in str(info.value)
+
+
+def test_below_the_floor_an_encoding_is_written_marked_with_a_warning(
+        small_spec: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`--mark-below-floor` (what `make engines` passes): the primary encoding below the floor
+    is written and marked instead of failing the compile, like every other encoding."""
+    opts = small_options(small_spec, tmp_path, floor=0.999, mark_below_floor=True,
+                         fp16=False)
+    with caplog.at_level(logging.WARNING, logger="lepton_edge.compile"):
+        out = compile_model(opts)
+    m = yaml.safe_load((out / "manifest.yaml").read_text())
+    for enc in ("int8-cpu", "int8-device"):
+        gate = m["models"][enc]["gate"]
+        assert gate["below_floor"] is True and gate["floor"] == 0.999
+        assert f"compile: {enc} is below the floor: map50_min20 {gate['score']:.3f} < 0.999 " \
+               f"(all-class mAP50 {gate['map50']:.3f}); written and marked below_floor" \
+               in caplog.text
+    load_artifact(out)
 
 
 def test_tail_and_groups_follow_the_yolov8_head() -> None:
@@ -116,3 +157,15 @@ def test_eval_scores_every_precision_against_float(small_artifact: Path, small_s
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def test_without_a_class_of_20_boxes_the_gate_scores_all_classes_and_says_so(
+        caplog: pytest.LogCaptureFixture) -> None:
+    scores = {"map50": 0.91, "map50_95": 0.8, "map50_min20": None, "map50_agnostic": 0.97}
+    with caplog.at_level(logging.INFO, logger="lepton_edge.compile"):
+        gate = gate_record("int8-cpu", scores, 0.95)
+    assert gate["metric"] == "map50" and gate["score"] == 0.91 and gate["below_floor"] is True
+    assert "int8-cpu: no class has 20 reference boxes; its gate score is the all-class mAP50" \
+        in caplog.text
+    assert "int8-cpu is below the floor: map50 0.910 < 0.95" in caplog.text
+    assert gate_record("fp16", {**scores, "map50": 0.99}, 0.95)["below_floor"] is False
