@@ -98,7 +98,9 @@ class MqttConfig(BaseModel):
     discovery_prefix: Annotated[str, Field(min_length=1)] = "homeassistant"
     # Classes that get a count topic and a Home Assistant sensor per camera.
     count_classes: tuple[str, ...] = DEFAULT_COUNTED
-    # Outcomes held while the broker is down; past it they are logged at ERROR instead.
+    # Events held in memory while the broker is down; past it they are logged at ERROR instead.
+    # Also paho's window of messages not yet acknowledged. Verdicts of inspection cameras wait
+    # in their durable log instead (any number), and are read from it.
     queue: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
     # How often the newest frame's counts are looked at (published only when they change).
     count_interval: Annotated[float, Field(gt=0, le=60)] = 0.5
@@ -286,9 +288,12 @@ class LogDelivery:
         self._wake.set()
 
     def acked(self, mid: int) -> None:
-        """paho's thread (on_publish, under paho's lock: no lock taken here)."""
+        """paho's thread (on_publish, under paho's lock: no lock taken here). Every publish
+        comes here (counts, health too); only a verdict's wakes the thread (one stored a moment
+        late is taken at the next wake)."""
         self._acks.append(mid)
-        self._wake.set()
+        if mid in self._mids:
+            self._wake.set()
 
     # ---------------------------------------------------------------- the delivery thread
 
@@ -409,15 +414,14 @@ class LogDelivery:
         for camera, cam in self._cams.items():
             if not cam.acked:
                 continue
-            hi = max(cam.acked)
             mark = cam.mark
-            for t, decided, ts in cam.store.between(camera, cam.mark, hi):
+            # Over rows only: an acknowledged id the log lacks moves nothing (the next trigger's
+            # row comes after it), so the mark never passes a row it has not seen.
+            for t, decided, ts in cam.store.between(camera, cam.mark, max(cam.acked)):
                 if t in cam.acked or (not decided and ts < stale):
                     mark = t
                     continue
                 break
-            else:
-                mark = hi
             if mark == cam.mark:
                 continue
             cam.store.set_mark(camera, mark)

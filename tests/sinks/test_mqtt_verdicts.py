@@ -196,3 +196,97 @@ def test_the_mark_moves_only_on_the_brokers_acknowledgement(broker_factory, tmp_
         sink.close()
         sub.close()
     assert _stored_mark(state) == 4
+
+
+def test_an_undecided_trigger_holds_the_mark_and_a_verdict_the_log_lacks_goes_out(
+        broker_factory, tmp_path, caplog) -> None:
+    state = tmp_path / "state"
+    broker = broker_factory()
+    sub = Subscriber(broker.port, TOPIC)
+    sink = _sink(broker.port, state)
+    sink.open()
+    station = build_station(CAMERA, _inspect(deadline_ms=1500, max_pending=1), sink.outcome,
+                            state)
+    try:
+        assert _wait(lambda: sink.state == "connected"), sink.last_error
+        assert [station.fire(), station.fire()] == [1, 2]  # 1 waits for a frame, 2 overruns
+        assert sub.wait(lambda: _ids(sub) == [2])
+        time.sleep(0.5)  # 2 is acknowledged; 1 is still undecided in the log
+        assert station.pending == 1
+        assert _stored_mark(state) == 0, "the mark passed a trigger still waiting"
+        assert sub.wait(lambda: _ids(sub) == [2, 1], 5)  # 1 times out: sent, not skipped
+        assert _wait(lambda: _stored_mark(state) == 2, 5)
+
+        # Trigger 3's verdict, whose log write failed (disk full), still goes out, from memory;
+        # the mark moves over rows only.
+        caplog.set_level(logging.WARNING, logger="lepton_edge.sinks.mqtt")
+        with VerdictLog(state / FILE_NAME) as vlog:
+            row = next(vlog.rows(CAMERA))
+        sink.outcome(_Unlogged({**json.loads(row["payload"]), "trigger_id": 3}))
+        assert sub.wait(lambda: _ids(sub) == [2, 1, 3], 5), _ids(sub)
+        assert any("not in the verdict log" in r.getMessage() for r in caplog.records)
+        time.sleep(0.3)
+        assert _stored_mark(state) == 2
+    finally:
+        station.close()
+        sink.close()
+        sub.close()
+
+
+class _Unlogged:
+    """A verdict outcome the log never got."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+        self.trigger_id = body["trigger_id"]
+        self.camera = body["camera"]
+        self.topic = f"verdict.{self.camera}"
+
+    def to_payload(self) -> bytes:
+        return json.dumps(self.body, separators=(",", ":")).encode()
+
+
+def test_the_daemon_delivers_verdicts_from_its_log_after_a_restart(
+        broker_factory, tmp_path, start_daemon) -> None:
+    """The wiring: the daemon hands the bridge the file its station writes. The broker is down
+    while the daemon runs, answers 3 triggers and stops; with the memory queue set to 1 only
+    the log can hold them. The next start (broker up) delivers them."""
+    pytest.importorskip("pymodbus", reason="inspection needs pymodbus (the plc extra)")
+    from lepton_edge.analysis.inspection.commands import send_trigger
+    from tests.conftest import free_port, write_config
+    from tests.support.inspection_rig import make_parts_video
+
+    broker = broker_factory()
+    sub = _persistent_subscriber(broker)
+    broker.kill()
+    clip = make_parts_video(tmp_path / "dog.avi", ["dog"], frames_each=20)
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    config = write_config(tmp_path / "line.yaml", precision="fp32", cameras=[{
+        "id": CAMERA, "url": str(clip), "mode": "replay", "loop": True,
+        "inspect": {"triggers": [{"type": "software", "endpoint": endpoint}],
+                    "deadline_ms": 2000, "max_pending": 4, "rois": [{"id": "all", "count": [
+                        {"label": "dog", "exact": 1}]}]}}],
+        mqtt={"host": "127.0.0.1", "port": broker.port, "client_id": "box1", "queue": 1,
+              "reconnect_max": 1})
+    state = tmp_path / "state"
+    try:
+        first = start_daemon(config)
+        assert first.wait_for_log(f"camera {CAMERA}: connected", timeout=60), first.stderr()
+        fired = [send_trigger(endpoint, CAMERA)["trigger_id"] for _ in range(3)]
+        assert fired == [1, 2, 3]
+        with VerdictLog(state / FILE_NAME) as vlog:
+            assert _wait(lambda: all(r["verdict"] for r in vlog.rows(CAMERA))
+                         and len(list(vlog.rows(CAMERA))) == 3, 20)
+        assert first.stop() == 0, first.stderr()
+        assert "verdicts the broker did not acknowledge: line-1 3" in first.stderr()
+        assert _stored_mark(state) == 0
+
+        broker.start()
+        second = start_daemon(config)
+        assert sub.wait(lambda: len(set(_ids(sub))) == 3, 60), (_ids(sub), second.stderr())
+        assert _ids(sub) == fired
+        assert {json.loads(p)["verdict"] for p in sub.on(TOPIC)} == {"pass"}
+        assert _wait(lambda: _stored_mark(state) == 3, 10)
+        assert second.stop() == 0, second.stderr()
+    finally:
+        sub.close()
