@@ -55,7 +55,8 @@ log = logging.getLogger(__name__)
 DEFAULT_COUNTED = ("person", "bicycle", "car", "motorcycle", "bus", "truck", "cat", "dog")
 _TOPIC_SAFE = re.compile(r"[^A-Za-z0-9_-]")
 _NO_CONN = 4  # paho.mqtt.enums.MQTTErrorCode.MQTT_ERR_NO_CONN: QoS > 0 stays queued in paho
-STALE_PENDING_S = 300.0  # a trigger undecided this long no longer holds a delivery mark back
+STALE_PENDING_S = 300.0  # a trigger seen undecided this long no longer holds a mark back
+_WINDOW = 1000  # verdicts in flight at most (room in paho's queue for the rest)
 _PAGE = 256  # verdicts read from the log at a time
 _RECENT = 4096  # trigger ids per camera remembered as sent, to skip their live copy
 
@@ -145,6 +146,7 @@ class _Camera:
         self.scan = mark  # every decided verdict up to it was handed to paho in this run
         self.sent: set[int] = set()  # trigger ids > mark handed to paho in this run
         self.acked: set[int] = set()  # trigger ids > mark the broker acknowledged
+        self.undecided: dict[int, float] = {}  # trigger id -> when first seen undecided
 
 
 class LogDelivery:
@@ -157,7 +159,8 @@ class LogDelivery:
     table `delivered` of the log file, consumer `mqtt:<client_id>`) is the highest trigger id
     up to which the broker acknowledged everything: PUBACK/PUBCOMP for QoS 1/2, written to the
     socket for QoS 0 (paho's `on_publish`). A trigger still waiting for its verdict holds the
-    mark back (for at most `STALE_PENDING_S`), so a verdict decided late is never skipped. The
+    mark back (for at most `STALE_PENDING_S` of this run), so a verdict decided late is not
+    skipped (one decided later still goes out, from memory). The
     memory it needs is the in-flight window, not the backlog: an outage of any length, or a
     restart while the broker is down, loses nothing, and repeats at most what was in flight
     (at-least-once). A verdict the log lacks (its write failed) goes out from memory once the
@@ -176,6 +179,8 @@ class LogDelivery:
         self._is_connected = connected
         self._qos = qos
         self._held_cap = held
+        self._window = max(1, min(_WINDOW, held // 2))
+        self.cameras = frozenset(logs)
         self._stores: dict[Path, DeliveryMarks] = {}
         self._cams: dict[str, _Camera] = {}
         self._mids: dict[int, tuple[str, int, Any]] = {}  # paho mid -> camera, trigger, info
@@ -195,10 +200,6 @@ class LogDelivery:
         self._thread: threading.Thread | None = None
         self.lost = 0
         self.failures = 0
-
-    @property
-    def cameras(self) -> frozenset[str]:
-        return frozenset(self._logs)
 
     def marks(self) -> dict[str, int]:
         """camera -> the delivery mark (acknowledged up to it), as last stored."""
@@ -251,14 +252,21 @@ class LogDelivery:
             for held in self._held.values():
                 held.clear()
         for camera, t, o in left:
-            cam = self._cams[camera]
-            if t > cam.mark and cam.store.between(camera, t - 1, t):
-                continue  # in the log: it goes out after the next start
+            if self._logged(camera, t):
+                continue  # it goes out after the next start
             self.lost += 1
             log.error("mqtt: closing with a verdict the log lacks, undelivered: %s %s", o.topic,
                       o.to_payload().decode())
         for store in self._stores.values():
             store.close()
+
+    def _logged(self, camera: str, t: int) -> bool:
+        cam = self._cams[camera]
+        try:
+            return t > cam.mark and any(d for _, d in cam.store.between(camera, t - 1, t))
+        except Exception:
+            log.exception("mqtt: reading the verdict log failed")
+            return False
 
     # ---------------------------------------------------------------- from other threads
 
@@ -354,7 +362,8 @@ class LogDelivery:
             rows = cam.store.decided_after(camera, cam.scan, _PAGE)
             for t, payload in rows:
                 if t not in cam.sent:
-                    if not self._send(camera, cam, t, payload):
+                    if len(self._mids) >= self._window or not self._send(camera, cam, t,
+                                                                          payload):
                         return False
                     with self._lock:
                         self._held[camera].pop(t, None)
@@ -410,15 +419,16 @@ class LogDelivery:
 
     def _advance_marks(self) -> None:
         """Move each mark over the rows now all acknowledged, and store it."""
-        stale = time.time() - STALE_PENDING_S
+        now = time.monotonic()
         for camera, cam in self._cams.items():
             if not cam.acked:
                 continue
             mark = cam.mark
             # Over rows only: an acknowledged id the log lacks moves nothing (the next trigger's
             # row comes after it), so the mark never passes a row it has not seen.
-            for t, decided, ts in cam.store.between(camera, cam.mark, max(cam.acked)):
-                if t in cam.acked or (not decided and ts < stale):
+            for t, decided in cam.store.between(camera, cam.mark, max(cam.acked)):
+                if t in cam.acked or (not decided and now - cam.undecided.setdefault(t, now)
+                                      > STALE_PENDING_S):
                     mark = t
                     continue
                 break
@@ -428,6 +438,7 @@ class LogDelivery:
             cam.mark = mark
             cam.acked = {t for t in cam.acked if t > mark}
             cam.sent = {t for t in cam.sent if t > mark}
+            cam.undecided = {t: v for t, v in cam.undecided.items() if t > mark}
             cam.scan = max(cam.scan, mark)
 
 

@@ -295,12 +295,12 @@ class DeliveryMarks:
                          (camera, trigger_id, limit))
         return [(int(t), p.encode()) for t, p in rows]
 
-    def between(self, camera: str, lo: int, hi: int) -> list[tuple[int, bool, float]]:
-        """(trigger_id, decided, ts_trigger) of the rows with lo < trigger_id <= hi."""
-        rows = self._run("SELECT trigger_id, payload IS NOT NULL, ts_trigger FROM verdicts "
-                         "WHERE camera = ? AND trigger_id > ? AND trigger_id <= ? "
-                         "ORDER BY trigger_id", (camera, lo, hi))
-        return [(int(t), bool(d), float(ts)) for t, d, ts in rows]
+    def between(self, camera: str, lo: int, hi: int) -> list[tuple[int, bool]]:
+        """(trigger_id, decided) of the rows with lo < trigger_id <= hi, in trigger order."""
+        rows = self._run("SELECT trigger_id, payload IS NOT NULL FROM verdicts WHERE camera = ? "
+                         "AND trigger_id > ? AND trigger_id <= ? ORDER BY trigger_id",
+                         (camera, lo, hi))
+        return [(int(t), bool(d)) for t, d in rows]
 
     def waiting(self, camera: str, trigger_id: int) -> int:
         """How many decided verdicts come after `trigger_id`."""
