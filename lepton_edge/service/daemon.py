@@ -171,8 +171,11 @@ class Daemon:
         if config.mqtt is not None:
             from lepton_edge.sinks.mqtt import MqttSink
 
+            state = self.resolved.backend_options.state_dir
+            logs = {c.id: state / c.inspect.log.path for c in config.cameras  # build_station's
+                    if c.inspect is not None and state is not None}
             sinks.append(MqttSink(config.mqtt, cameras=cameras, zones=self._zones(config),
-                                  resolve=config.resolve))
+                                  resolve=config.resolve, verdict_logs=logs))
         if config.http is not None:
             from lepton_edge.sinks.http import HttpSink
 

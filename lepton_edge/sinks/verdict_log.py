@@ -12,6 +12,11 @@ verdict goes anywhere else (PLC, ZeroMQ), so nothing downstream knows a verdict 
 On open, triggers of a camera that never got a verdict (the process died between the two) are
 given `error` with reason `restart`. `export` writes rows as CSV or JSON for the quality
 department (`lepton-edge verdicts export`).
+
+`DeliveryMarks` lets a sink that forwards verdicts (the MQTT bridge) deliver them *from* this
+log: it keeps, per consumer and camera, the highest trigger id the far end acknowledged (table
+`delivered`, in the same file) and reads the decided verdicts after it, so an outage longer
+than the sink's memory, or a restart while the far end is down, loses no verdict.
 """
 
 from __future__ import annotations
@@ -54,6 +59,14 @@ CREATE TABLE IF NOT EXISTS verdicts (
 );
 CREATE INDEX IF NOT EXISTS verdicts_ts ON verdicts (ts_trigger);
 CREATE TABLE IF NOT EXISTS parts (camera TEXT PRIMARY KEY, count INTEGER NOT NULL);
+"""
+_DELIVERED = """
+CREATE TABLE IF NOT EXISTS delivered (
+    consumer TEXT NOT NULL,
+    camera TEXT NOT NULL,
+    trigger_id INTEGER NOT NULL,
+    PRIMARY KEY (consumer, camera)
+);
 """
 
 
@@ -209,6 +222,90 @@ class VerdictLog:
                + " ORDER BY ts_trigger, camera, trigger_id")
         for r in self._query(sql, tuple(args)):
             yield dict(zip(COLUMNS, r, strict=True))
+
+
+class DeliveryMarks:
+    """A consumer's delivery marks in a verdict log file: per camera, every verdict up to
+    `mark(camera)` reached the far end. Its own connection (WAL, 10 s busy timeout), so it
+    reads and writes beside the station's `VerdictLog` without sharing its lock.
+
+    One table `delivered (consumer, camera, trigger_id)` rather than a column on `verdicts`:
+    a mark is one row per consumer and camera (no write per verdict, no lock on the station's
+    rows), and a second consumer (another bridge, a webhook) gets its own mark. The mark is
+    written with `synchronous=NORMAL`: a power cut may lose its last updates, which only means
+    those verdicts are sent again (at-least-once), never that one is skipped."""
+
+    def __init__(self, path: Path, consumer: str) -> None:
+        self.path = Path(path)
+        self.consumer = consumer
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def open(self) -> DeliveryMarks:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=10, check_same_thread=False,
+                                 isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA + _DELIVERED)  # the station may not have made the file yet
+        except (OSError, sqlite3.Error) as err:
+            raise ConfigError(f"verdict log {self.path}: cannot open it to deliver verdicts "
+                              f"({err}); is the state directory writable?") from err
+        self._db = db
+        return self
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def _run(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            if self._db is None:
+                raise RuntimeError(f"verdict log {self.path} is not open")
+            return self._db.execute(sql, args).fetchall()
+
+    def mark(self, camera: str) -> int:
+        """The stored mark; a consumer new to this camera starts just before the oldest trigger
+        still waiting for its verdict (a previous run's, to be answered `error: restart`), or
+        after the newest one: verdicts decided before the consumer existed are not sent."""
+        rows = self._run("SELECT trigger_id FROM delivered WHERE consumer = ? AND camera = ?",
+                         (self.consumer, camera))
+        if rows:
+            return int(rows[0][0])
+        first = self._run("SELECT coalesce((SELECT min(trigger_id) - 1 FROM verdicts WHERE "
+                          "camera = ?1 AND verdict IS NULL), (SELECT max(trigger_id) FROM "
+                          "verdicts WHERE camera = ?1), 0)", (camera,))[0][0]
+        self.set_mark(camera, int(first))
+        return int(first)
+
+    def set_mark(self, camera: str, trigger_id: int) -> None:
+        self._run("INSERT INTO delivered (consumer, camera, trigger_id) VALUES (?, ?, ?) "
+                  "ON CONFLICT (consumer, camera) DO UPDATE SET trigger_id=excluded.trigger_id",
+                  (self.consumer, camera, trigger_id))
+
+    def decided_after(self, camera: str, trigger_id: int,
+                      limit: int = 256) -> list[tuple[int, bytes]]:
+        """(trigger_id, payload) of the decided verdicts after `trigger_id`, in trigger order:
+        the payload is the verdict's schema v1 JSON, byte for byte what the station emitted."""
+        rows = self._run("SELECT trigger_id, payload FROM verdicts WHERE camera = ? AND "
+                         "trigger_id > ? AND payload IS NOT NULL ORDER BY trigger_id LIMIT ?",
+                         (camera, trigger_id, limit))
+        return [(int(t), p.encode()) for t, p in rows]
+
+    def between(self, camera: str, lo: int, hi: int) -> list[tuple[int, bool]]:
+        """(trigger_id, decided) of the rows with lo < trigger_id <= hi, in trigger order."""
+        rows = self._run("SELECT trigger_id, payload IS NOT NULL FROM verdicts WHERE camera = ? "
+                         "AND trigger_id > ? AND trigger_id <= ? ORDER BY trigger_id",
+                         (camera, lo, hi))
+        return [(int(t), bool(d)) for t, d in rows]
+
+    def waiting(self, camera: str, trigger_id: int) -> int:
+        """How many decided verdicts come after `trigger_id`."""
+        return int(self._run("SELECT count(*) FROM verdicts WHERE camera = ? AND trigger_id > ? "
+                             "AND payload IS NOT NULL", (camera, trigger_id))[0][0])
 
 
 def export(rows: Iterator[dict[str, Any]], out: IO[str], fmt: str) -> int:

@@ -147,6 +147,24 @@ class Broker:
             time.sleep(0.05)
         raise RuntimeError("mosquitto did not listen within 10 s")
 
+    def saved(self, timeout: float = 10.0) -> None:
+        """Wait for the broker's next autosave (what it holds now survives a kill): its log
+        gets one more `Saving in-memory database` line (every ~2 s with autosave_interval 1)."""
+        log_file = self.workdir / "mosquitto.log"
+
+        def saves() -> int:
+            return log_file.read_text().count("Saving in-memory database")
+        before = saves()
+        deadline = time.monotonic() + timeout
+        while saves() <= before:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mosquitto did not autosave within {timeout} s")
+            time.sleep(0.05)
+        # The line comes before the write (a temporary file, then renamed): let it finish.
+        while (self.workdir / "mosquitto.db.new").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lepton_edge.errors import ConfigError
-from lepton_edge.sinks.verdict_log import VerdictLog, VerdictLogConfig, export
+from lepton_edge.sinks.verdict_log import DeliveryMarks, VerdictLog, VerdictLogConfig, export
 from tests.conftest import daemon_env
 
 COMMANDS = "lepton_edge.analysis.inspection.commands"  # `lepton-edge ...` once cli.py adds them
@@ -92,3 +92,37 @@ def test_verdicts_export_command(tmp_path: Path) -> None:
     assert r.returncode == 2 and "no verdict log at" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("verdicts", "export", "--state-dir", str(tmp_path), "--since", "yesterday")
     assert r.returncode == 2 and "expected an ISO date" in r.stderr
+
+
+def test_delivery_marks_per_consumer_and_camera(tmp_path: Path) -> None:
+    path = tmp_path / "v.sqlite"
+    with VerdictLog(path) as vlog:
+        for t in (1, 2, 3, 5):
+            vlog.record_verdict(_verdict(t))
+        vlog.record_trigger("line-1", 4, "software", time.time())  # waits for its verdict
+        a = DeliveryMarks(path, "mqtt:a").open()
+        try:
+            # A new consumer starts before the oldest undecided trigger, else after the newest.
+            assert a.mark("line-1") == 3
+            assert a.mark("line-2") == 0
+            logged = {r["trigger_id"]: r["payload"].encode() for r in vlog.rows("line-1")
+                      if r["payload"]}
+            assert a.decided_after("line-1", 0) == [(t, logged[t]) for t in (1, 2, 3, 5)]
+            assert a.decided_after("line-1", 1, limit=2) == [(2, logged[2]), (3, logged[3])]
+            assert a.between("line-1", 2, 5) == [(3, True), (4, False), (5, True)]
+            assert a.waiting("line-1", 3) == 1
+            a.set_mark("line-1", 5)
+        finally:
+            a.close()
+        with sqlite3.connect(path) as db:
+            assert db.execute("SELECT consumer, camera, trigger_id FROM delivered ORDER BY "
+                              "camera").fetchall() == [("mqtt:a", "line-1", 5),
+                                                       ("mqtt:a", "line-2", 0)]
+        vlog.record_verdict(_verdict(4))
+        again, other = DeliveryMarks(path, "mqtt:a").open(), DeliveryMarks(path, "mqtt:b").open()
+        try:
+            assert again.mark("line-1") == 5  # stored
+            assert other.mark("line-1") == 5  # new, nothing undecided: after the newest
+        finally:
+            again.close()
+            other.close()
