@@ -77,6 +77,11 @@ class CameraAnalyser(Protocol):
     `on_state` hears the camera's state changes (a lost camera fails pending inspections).
     `close` ends what is open (events get their `end`) when the camera is removed or the daemon
     stops; it is safe to call twice.
+
+    Two optional members, read with getattr: `prefilter`, a time-only check (t_capture ->
+    bool) the capture thread asks before it retrieves a frame's pixels (a detect rate: the
+    frames it refuses never reach `admit`), and `crop_box`, a region (x1, y1, x2, y2) the
+    prepare stage letterboxes instead of the whole frame (an inspection station's ROIs).
     """
 
     def admit(self, image: np.ndarray, index: int, t_capture: float) -> bool: ...

@@ -100,6 +100,7 @@ class FrameGate:
         self.keepalive_s = motion.keepalive_s if motion is not None else 0.0
         self._next_t: float | None = None
         self._last_inferred_t: float | None = None
+        self._rate_outside = False  # `due` checks the rate (in the capture thread)
         self.stats = GateStats()
 
     def _due(self, t: float, period: float) -> bool:
@@ -111,10 +112,22 @@ class FrameGate:
         self._next_t = (t if late else self._next_t) + period  # type: ignore[operator]
         return True
 
-    def admit(self, image: np.ndarray, t: float, tracks_active: bool) -> bool:
+    def due(self, t: float) -> bool:
+        """The detect-rate half of `admit`, on its own: the capture thread asks it before it
+        retrieves a frame's pixels, and from the first call on `admit` leaves the rate to it
+        (the motion half needs the pixels)."""
+        self._rate_outside = True
+        return self._rate(t)
+
+    def _rate(self, t: float) -> bool:
         self.stats.seen += 1
         if self.detect.fps is not None and not self._due(t, 1.0 / self.detect.fps):
             self.stats.skipped_rate += 1
+            return False
+        return True
+
+    def admit(self, image: np.ndarray, t: float, tracks_active: bool) -> bool:
+        if not self._rate_outside and not self._rate(t):
             return False
         if self.motion is not None:
             moving = self.motion(image)  # always, so the average follows the scene

@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -95,6 +96,12 @@ class SecurityAnalyser:
 
     def admit(self, image: np.ndarray, index: int, t_capture: float) -> bool:
         return self.gate.admit(image, t_capture, self._active)
+
+    @property
+    def prefilter(self) -> Callable[[float], bool] | None:
+        """With a detect rate, its check for the capture thread (lepton_edge.pipeline.sources):
+        the frames between are refused before their pixels are retrieved."""
+        return self.gate.due if self.cfg.detect.fps is not None else None
 
     def analyse(self, result: FrameResult) -> Detections:
         t0 = time.perf_counter()

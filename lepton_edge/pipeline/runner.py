@@ -347,7 +347,7 @@ class Pipeline:
             cams.append(CameraHealth(id=s.id, state=st.state.value, fps=st.fps, frames=st.frames,
                                      dropped=st.dropped, reconnects=st.reconnects,
                                      published=c.published, last_error=st.last_error,
-                                     skipped=c.skipped,
+                                     skipped=c.skipped + s.skipped,
                                      inspection=counters if isinstance(counters, dict) else None))
         sinks = {sink.name: sink.status() for sink in self.emitter.sinks  # type: ignore[attr-defined]
                  if callable(getattr(sink, "status", None))}

@@ -24,10 +24,13 @@ class Scheduler:
         self._rr = 0
 
     def add(self, source: Source, analyser: CameraAnalyser | None) -> None:
+        """Before `source.start()`: an analyser with a time-only check (`prefilter`, a detect
+        rate) gets it asked in the capture thread, before a frame's pixels are retrieved."""
         with self.ready:
             self._sources[source.id] = source
             if analyser is not None:
                 self._analysers[source.id] = analyser
+                source.prefilter = getattr(analyser, "prefilter", None)
         self._stats.camera(source.id)
 
     def remove(self, camera_id: str) -> tuple[Source | None, CameraAnalyser | None]:

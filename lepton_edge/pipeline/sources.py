@@ -20,6 +20,7 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -247,6 +248,12 @@ class Source:
         # mid-read raises out of _read_loop, and the count must survive the reconnect.
         self._index = 0
         self._warned: str | None = None  # a file's truncation, warned once, not every loop
+        # The analyser's time-only check (a detect rate), asked in the capture thread before a
+        # frame's pixels are retrieved: a frame it refuses costs its decode, not its colour
+        # conversion, a copy, a mailbox hand-over and a wake-up of the pipeline. Set before
+        # start(); `skipped` counts the frames it refused.
+        self.prefilter: Callable[[float], bool] | None = None
+        self.skipped = 0
 
     # ---------------------------------------------------------------- control
 
@@ -350,12 +357,16 @@ class Source:
                     self._ready.notify_all()
                 return "finished"
             t_start = time.monotonic()
+            prefilter = self.prefilter
             try:
-                ok, image = cap.read()
+                if prefilter is None:
+                    ok, image = cap.read()
+                else:  # the pixels are retrieved only for a frame the analyser wants
+                    ok, image = cap.grab(), None
             except cv2.error as err:  # a decoder assertion: retried like a lost stream
                 raise SourceError(f"{self.shown_url}: read failed: OpenCV: {err}") from err
             t_done = time.monotonic()
-            if not ok or image is None:
+            if not ok or (prefilter is None and image is None):
                 if self.kind == "file":
                     return self._end_of_file(read_in_file, expected)
                 if self.kind == "network" and t_done - last_fresh >= stale_after:
@@ -376,8 +387,25 @@ class Source:
                 due = t0 + read_in_file * period
                 if self._stop.wait(max(0.0, due - time.monotonic())):
                     break
-            frame = Frame(self.id, self._index, image, time.time(), time.monotonic(),
-                          (t_done - t_start) * 1000.0)
+            t_capture = time.monotonic()
+            read_ms = (t_done - t_start) * 1000.0
+            if prefilter is not None:
+                if not prefilter(t_capture):
+                    # skipped before its pixels were converted, and nobody woken for it
+                    self._count(t_capture)
+                    self._index += 1
+                    self.skipped += 1
+                    continue
+                t_retrieve = time.monotonic()
+                try:
+                    ok, image = cap.retrieve()
+                except cv2.error as err:
+                    raise SourceError(f"{self.shown_url}: read failed: OpenCV: {err}") from err
+                if not ok or image is None:
+                    raise SourceError(f"{self.shown_url}: read failed: a grabbed frame could "
+                                      f"not be decoded")
+                read_ms += (time.monotonic() - t_retrieve) * 1000.0
+            frame = Frame(self.id, self._index, image, time.time(), t_capture, read_ms)
             if not self._mailbox.put(frame, self._stop):
                 break
             self._count(frame.t_capture)

@@ -222,3 +222,38 @@ def test_a_truncated_looping_file_is_warned_about_once(tmp_path: Path,
     assert len(ended) >= 3, "the file should have looped several times"
     assert len(warnings) == 1
     assert "(truncated file?)" in (source.stats().last_error or "")
+
+
+def test_frames_the_prefilter_refuses_are_never_retrieved_nor_handed_over() -> None:
+    # a detect rate's time-only check, asked in the capture thread: here every other frame
+    from tests.conftest import VTEST
+
+    asked: list[float] = []
+
+    def every_other(t: float) -> bool:
+        asked.append(t)
+        return len(asked) % 2 == 0
+
+    source = Source(Camera(id="plaza", url=str(VTEST), mode="bench", max_frames=40),
+                    str(VTEST), threading.Condition())
+    source.prefilter = every_other
+    source.start()
+    frames = []
+    deadline = time.monotonic() + 30
+    while not source.done and time.monotonic() < deadline:
+        frame = source.take()
+        if frame is None:
+            time.sleep(0.002)
+        else:
+            frames.append(frame)
+    while (frame := source.take()) is not None:
+        frames.append(frame)
+    source.stop()
+    assert len(asked) == 40 and source.skipped == 20
+    assert [f.index for f in frames] == list(range(1, 40, 2))  # indexes count every frame
+    cap = open_capture(str(VTEST), Camera(id="plain", url=str(VTEST)))
+    plain = [cap.read()[1] for _ in range(4)]
+    cap.release()
+    assert (frames[0].image == plain[1]).all() and (frames[1].image == plain[3]).all()
+    assert [f.t_capture for f in frames] == asked[1::2]
+    assert source.stats().frames == 40
