@@ -216,6 +216,13 @@ class Station:
 
     # ---------------------------------------------------------------- CameraAnalyser
 
+    def prefilter(self, t_capture: float) -> bool:
+        """The capture thread's check before it retrieves a frame's pixels: only a frame some
+        waiting trigger is due for (between parts, no frame is converted or handed over)."""
+        with self._cond:
+            return self._camera_up and any(p.frame is None and t_capture >= p.due
+                                           for p in self._pending)
+
     def admit(self, image: np.ndarray, index: int, t_capture: float) -> bool:
         """True for the first frame captured at or after the oldest waiting trigger."""
         with self._cond:
