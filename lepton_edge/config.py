@@ -25,6 +25,7 @@ from lepton_edge.analysis.inspection.triggers import Backoff
 from lepton_edge.analysis.security import SecurityConfig
 from lepton_edge.analysis.snapshots import SnapshotRetention
 from lepton_edge.errors import ConfigError
+from lepton_edge.pipeline.camera_url import classify
 from lepton_edge.sinks.http.config import HttpConfig
 from lepton_edge.sinks.mqtt import MqttConfig
 
@@ -243,7 +244,7 @@ class Config(_Strict):
 
     def camera_url(self, cam: Camera) -> str:
         """The camera URL with a relative file path resolved against the config directory."""
-        if "://" in cam.url or cam.url.isdigit() or cam.url.startswith("/") or "!" in cam.url:
+        if classify(cam.url) != "file" or "://" in cam.url:  # a file:// URL is taken as is
             return cam.url
         return str(self.resolve(cam.url))
 

@@ -258,3 +258,14 @@ def _digest(challenge: str, user: str, password: str, target: Target) -> str:
     if "opaque" in params:
         fields.append(f'opaque="{params["opaque"]}"')
     return "Digest " + ", ".join(fields)
+
+
+def classify(url: str) -> str:
+    """file | network | device | gstreamer."""
+    if " ! " in url or url.startswith(("nvarguscamerasrc", "v4l2src", "rtspsrc", "filesrc")):
+        return "gstreamer"
+    if url.isdigit() or url.startswith("/dev/video"):
+        return "device"
+    if "://" in url and not url.startswith("file://"):
+        return "network"
+    return "file"

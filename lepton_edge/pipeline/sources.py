@@ -30,7 +30,7 @@ import numpy as np
 
 from lepton_edge.config import Camera
 from lepton_edge.errors import SourceError
-from lepton_edge.pipeline.camera_url import diagnose, parse_target, redact_url, userinfo
+from lepton_edge.pipeline.camera_url import classify, diagnose, parse_target, redact_url, userinfo
 
 __all__ = ["Frame", "Source", "SourceError", "SourceStats", "State", "classify",
            "configure_ffmpeg", "open_capture", "redact_url"]
@@ -115,15 +115,6 @@ def _opencv_version() -> tuple[int, int]:
     return (int(major), int(minor)) if major.isdigit() and minor.isdigit() else (0, 0)
 
 
-def classify(url: str) -> str:
-    """file | network | device | gstreamer."""
-    if " ! " in url or url.startswith(("nvarguscamerasrc", "v4l2src", "rtspsrc", "filesrc")):
-        return "gstreamer"
-    if url.isdigit() or url.startswith("/dev/video"):
-        return "device"
-    if "://" in url and not url.startswith("file://"):
-        return "network"
-    return "file"
 
 
 def open_capture(url: str, cam: Camera) -> cv2.VideoCapture:
