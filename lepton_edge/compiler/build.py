@@ -13,7 +13,8 @@ scored (min20, all-class, class-agnostic mAP50, mAP50-95) and its manifest entry
 `gate:` (with `floor` and `below_floor`) and its `recipe:` (calibration, what stays in float,
 the tool and its versions). The primary encoding (`int8-cpu`) below the floor fails the
 compile unless `mark_below_floor`; any other encoding below it is written and marked, with a
-WARNING, and the daemon warns before it runs a marked one.
+WARNING, and the daemon warns before it runs a marked one. The TensorRT encoding
+(`int8-device`) is written by `device_int8.py`, not by ONNX Runtime's quantizer.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from lepton_edge.artifact import Artifact, describe_onnx, load_artifact, write_manifest
-from lepton_edge.compiler import accuracy, fp16, trt_calib_cache, validate
+from lepton_edge.compiler import accuracy, device_int8, fp16, trt_calib_cache, validate
 from lepton_edge.compiler.calibration import DEFAULT_COUNT, Frames, FrameSet, load_frames
 from lepton_edge.compiler.quantize import (
     QuantSettings,
@@ -68,6 +69,7 @@ class CompileOptions:
     float_tail: bool = True
     sensitivity_frames: int = 32
     device: bool = True  # also write (and score) the TensorRT-shaped encoding
+    device_float_stem: int = device_int8.FLOAT_STEM  # first convs the device encoding keeps float
     fp16: bool = True  # also write (and score) the float16 model TensorRT's fp16 runs
     openvino: bool = True
     openvino_overflow_fix: str = "disable"  # NNCF OverflowFix: see compiler/openvino_int8.py
@@ -155,8 +157,10 @@ def compile_model(opts: CompileOptions) -> Path:
     }
     if opts.device:
         with step("int8-device") as d:
-            quantize_model(out / FILES["fp32"], ranges, out / FILES["int8-device"],
-                           encoding="int8-device", exclude=kept, settings=opts.quant)
+            plan = device_int8.quantize_device(out / FILES["fp32"], frames.calibrate,
+                                               out / FILES["int8-device"], exclude=kept,
+                                               float_stem=opts.device_float_stem,
+                                               progress=_progress(opts, "int8-device"))
             checked = check_device_encoding(out / FILES["int8-device"],
                                             tail=tail_nodes(out / FILES["fp32"]))
             d.append(f"{checked} Q/DQ nodes TensorRT-shaped")
@@ -166,8 +170,9 @@ def compile_model(opts: CompileOptions) -> Path:
             models["int8-device"] = {"file": FILES["int8-device"], "precision": "int8",
                                      "encoding": "qdq-s8s8", "activations": "int8 symmetric",
                                      "bias": "float",
-                                     "recipe": ort_recipe(opts, ranges, "int8-device",
-                                                          best.kept_in_float)}
+                                     "recipe": device_int8.recipe(
+                                         len(frames.calibrate), best.kept_in_float,
+                                         plan["float_stem"])}
             d.append(f"{score.gate_metric} {score.gate_value:.3f} mAP50 {score.map50:.3f} "
                      f"mAP50-95 {score.map50_95:.3f} {score.ms_per_frame:.1f} ms/frame "
                      f"(fp32 {reference.ms_per_frame:.1f})")

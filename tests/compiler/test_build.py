@@ -51,13 +51,18 @@ def test_artifact_has_both_encodings_and_a_complete_manifest(small_artifact: Pat
         assert gate["map50_95"] == acc[enc]["map50_95"]
         assert gate["below_floor"] is (gate["score"] < 0.3)
         assert recipe["versions"]["lepton-edge"] and recipe["versions"]["onnx"]
-    for enc in ("int8-cpu", "int8-device"):
-        recipe = m["models"][enc]["recipe"]
-        assert recipe["tool"].startswith("ORT quantizer") and recipe["frames"] == 21
-        assert recipe["calibration"] == "minmax of the activations"
-        assert recipe["kept_in_float"] == ["head tail"] and recipe["bias_correction"] == "none"
-        assert recipe["versions"]["onnxruntime"]
-    assert m["models"]["int8-device"]["recipe"]["bias"] == "float (not quantized)"
+    recipe = m["models"]["int8-cpu"]["recipe"]
+    assert recipe["tool"].startswith("ORT quantizer") and recipe["frames"] == 21
+    assert recipe["calibration"] == "minmax of the activations"
+    assert recipe["kept_in_float"] == ["head tail"] and recipe["bias_correction"] == "none"
+    assert recipe["versions"]["onnxruntime"]
+    recipe = m["models"]["int8-device"]["recipe"]
+    assert recipe["tool"].startswith("lepton-edge Q/DQ writer") and recipe["frames"] == 21
+    assert recipe["calibration"].startswith("MSE-optimal")
+    assert recipe["kept_in_float"] == ["head tail", "/model.0/conv/Conv", "/model.1/conv/Conv",
+                                       "/model.2/cv1/conv/Conv"]
+    assert recipe["bias_correction"].startswith("per layer")
+    assert recipe["bias"] == "float (not quantized)" and recipe["versions"]["onnxruntime"]
     assert m["classes"][0] == "person" and m["input"]["name"] == "images"
     load_artifact(small_artifact)  # sha256 of every file verified
 
@@ -71,6 +76,7 @@ def test_cpu_encoding_is_u8s8_and_device_encoding_is_tensorrt_shaped(
     assert dev["activation_zero_point_types"] == ["int8"]
     assert dev["nonzero_activation_zero_points"] == 0  # symmetric
     assert dev["int32_initializers"] == 0  # float bias: TensorRT rejects int32 bias
+    assert dev["quantize_nodes"] == 55  # conv inputs only: SiLU, Add, Concat stay float
 
 
 def test_daemon_backend_runs_the_int8_cpu_encoding(small_artifact: Path) -> None:
