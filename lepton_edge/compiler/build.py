@@ -70,6 +70,7 @@ class CompileOptions:
     sensitivity_frames: int = 32
     device: bool = True  # also write (and score) the TensorRT-shaped encoding
     device_float_stem: int = device_int8.FLOAT_STEM  # first convs the device encoding keeps float
+    openvino_float_stem: int = device_int8.FLOAT_STEM  # and the OpenVINO encoding
     fp16: bool = True  # also write (and score) the float16 model TensorRT's fp16 runs
     openvino: bool = True
     openvino_overflow_fix: str = "disable"  # NNCF OverflowFix: see compiler/openvino_int8.py
@@ -471,6 +472,8 @@ def openvino_step(opts: CompileOptions, out: Path, base: Artifact, frames: Frame
         return
     with step("int8-openvino") as d:
         patterns = [YOLO_TAIL.replace(r"\d+", base_head(out))] if opts.float_tail else []
+        stem = device_int8.conv_plan(out / FILES["fp32"], (), opts.openvino_float_stem)[1]
+        patterns += [openvino_int8.module_pattern(conv) for conv in stem]
         files = openvino_int8.quantize_openvino(out / FILES["fp32"], frames.calibrate, out,
                                                 ignored_patterns=patterns,
                                                 overflow_fix=opts.openvino_overflow_fix)
@@ -479,7 +482,7 @@ def openvino_step(opts: CompileOptions, out: Path, base: Artifact, frames: Frame
                                    "overflow_fix": opts.openvino_overflow_fix,
                                    "recipe": openvino_int8.recipe(
                                        len(frames.calibrate), opts.float_tail,
-                                       opts.openvino_overflow_fix)}
+                                       opts.openvino_overflow_fix, stem)}
         art = dataclasses.replace(base, root=out, models={**base.models, **models})
         run = accuracy.detect(art, frames.evaluate, backend="openvino", precision="int8")
         s = accuracy.agreement(reference.detections, run.detections)

@@ -79,6 +79,9 @@ def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=OVERFLOW_FIX,
                         help="NNCF weight range: disable = full 8 bits, for CPUs with VNNI/AMX "
                              "(default); first_layer_only or enable for older x86 CPUs")
+    parser.add_argument("--float-stem", type=int, default=3, metavar="N",
+                        help="the first N convs stay float in the TensorRT and OpenVINO INT8 "
+                             "encodings (they see the image; default 3, 0 quantizes them)")
     parser.add_argument("--plan", action="store_true",
                         help="also build the TensorRT plan (needs TensorRT and a GPU)")
     parser.add_argument("--state-dir", type=Path, default=None,
@@ -99,6 +102,8 @@ def run_compile(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.floor <= 1.0:
         raise CompileError(f"--floor must be between 0 and 1, got {args.floor}")
+    if args.float_stem < 0:
+        raise CompileError(f"--float-stem must be >= 0, got {args.float_stem}")
     if not 0.0 < args.percentile <= 100.0:
         raise CompileError(f"--percentile must be in (0, 100], got {args.percentile}")
     opts = CompileOptions(
@@ -110,6 +115,7 @@ def run_compile(args: argparse.Namespace) -> int:
         float_tail=not args.no_float_tail, device=not args.no_device,
         openvino=not args.no_openvino, fp16=not args.no_fp16,
         openvino_overflow_fix=args.openvino_overflow_fix,
+        device_float_stem=args.float_stem, openvino_float_stem=args.float_stem,
         plan=args.plan, state_dir=args.state_dir, plan_input_size=args.input_size,
         trt_version=args.trt_version, progress=not args.no_progress,
     )

@@ -113,3 +113,22 @@ def test_default_recipe_feeds_every_shape_with_full_range_weights(tmp_path: Path
 def test_unknown_overflow_fix_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CompileError, match="overflow_fix 'off'"):
         quantize_openvino(FLOAT_ONNX, _calibration(1), tmp_path, overflow_fix="off")
+
+
+def test_the_committed_encoding_keeps_the_stem_and_quantizes_the_rest() -> None:
+    # the first three convs (they see the image) stay float, as in the TensorRT encoding:
+    # no FakeQuantize on their input; the conv after them reads a quantized activation
+    import openvino as ov
+
+    from lepton_edge.compiler.openvino_int8 import module_pattern
+
+    assert module_pattern("/model.2/cv1/conv/Conv") == r"^/model\.2/cv1/"
+    model = ov.Core().read_model(str(REPO / "engines" / "yolov8n" / "openvino-int8" /
+                                     "model.xml"))
+    convs = [op for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"]
+    fed = [op.input_value(0).get_node().get_type_name() for op in convs]
+    names = [op.get_friendly_name() for op in convs]
+    assert names[:3] == ["/model.0/conv/Conv/WithoutBiases", "/model.1/conv/Conv/WithoutBiases",
+                         "/model.2/cv1/conv/Conv/WithoutBiases"]
+    assert "FakeQuantize" not in fed[:3]
+    assert fed.count("FakeQuantize") >= len(convs) // 2  # the body is quantized
