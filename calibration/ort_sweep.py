@@ -4,8 +4,9 @@
         [--migrate smooth|cle] [--alpha 0.5] [--calib-stride 1] [--out DIR]
 
 One float pass over the calibration frames of `yolov8n.yaml` keeps, per tensor, its min/max and
-the largest 0.03 % of |x| of every frame (enough for exact percentiles down to 99.97), so
-every percentile is derived from the same pass. Each candidate is quantized with the
+the 0.03 % smallest and largest values of every frame, so every percentile of |x| is derived
+from the same pass: exact at 99.999 and above, capped below (no frame contributes more than
+0.03 % of its values to the tail; README.md). Each candidate is quantized with the
 compiler's `quantize_model` (U8S8 QDQ, per-channel weights, head tail in float), scored with
 the gate's functions on the held-out frames (min20 / all-class / class-agnostic mAP50) and
 timed against float in one interleaved run (2 threads, the daemon's session options).
