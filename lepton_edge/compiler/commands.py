@@ -57,7 +57,7 @@ def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"frames sampled from a video or folder (default {DEFAULT_COUNT})")
     parser.add_argument("--calib-method", choices=METHODS, default="percentile",
                         help="activation range calibration (default percentile)")
-    parser.add_argument("--percentile", type=float, default=99.999,
+    parser.add_argument("--percentile", type=float, default=99.99,
                         help="percentile of |x| kept by --calib-method percentile")
     parser.add_argument("--floor", type=float, default=0.95,
                         help="minimum agreement mAP50 with float over the classes with >= 20 "

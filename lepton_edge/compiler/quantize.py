@@ -37,7 +37,7 @@ class QuantSettings:
     """What the quantizer does with the collected ranges (recorded in the manifest)."""
 
     method: str = "percentile"
-    percentile: float = 99.999
+    percentile: float = 99.99
     per_channel: bool = True
     op_types: tuple[str, ...] = ()  # empty: every op type ONNX Runtime's QDQ quantizer knows
 
