@@ -70,6 +70,22 @@ CREATE TABLE IF NOT EXISTS delivered (
 """
 
 
+def _connect(path: Path, synchronous: str, schema: str,
+             failure: str) -> tuple[sqlite3.Connection, str]:
+    """The log file opened in WAL mode at `synchronous`, with `schema` made; (the connection,
+    the journal mode SQLite gave). ConfigError naming the file when it cannot be opened."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, timeout=10, check_same_thread=False, isolation_level=None)
+        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        db.execute(f"PRAGMA synchronous={synchronous}")
+        db.executescript(schema)
+    except (OSError, sqlite3.Error) as err:
+        raise ConfigError(f"verdict log {path}: {failure} ({err}); is the state directory "
+                          f"writable?") from err
+    return db, mode
+
+
 class VerdictLogConfig(BaseModel):
     """Retention: rows older than `retention_days`, and beyond the newest `max_rows`, go (only
     rows that have their verdict). `path`: the file, relative to the state directory."""
@@ -96,16 +112,7 @@ class VerdictLog:
     # ------------------------------------------------------------ lifecycle
 
     def open(self) -> VerdictLog:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=10, check_same_thread=False,
-                                 isolation_level=None)
-            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as err:
-            raise ConfigError(f"verdict log {self.path}: cannot open it ({err}); is the state "
-                              f"directory writable?") from err
+        db, mode = _connect(self.path, "FULL", _SCHEMA, "cannot open it")
         if mode.lower() != "wal":
             log.warning("verdict log %s: journal mode is %s, not WAL", self.path, mode)
         self._db = db
@@ -242,17 +249,9 @@ class DeliveryMarks:
         self._lock = threading.Lock()
 
     def open(self) -> DeliveryMarks:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=10, check_same_thread=False,
-                                 isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA + _DELIVERED)  # the station may not have made the file yet
-        except (OSError, sqlite3.Error) as err:
-            raise ConfigError(f"verdict log {self.path}: cannot open it to deliver verdicts "
-                              f"({err}); is the state directory writable?") from err
-        self._db = db
+        # the station may not have made the file yet: its schema too
+        self._db, _ = _connect(self.path, "NORMAL", _SCHEMA + _DELIVERED,
+                               "cannot open it to deliver verdicts")
         return self
 
     def close(self) -> None:
