@@ -4,8 +4,10 @@ the real daemon for a fixed time per N. Prints the curve: cameras -> published f
 per camera, p99 capture-to-publish, frames dropped by the live mailboxes, process CPU.
 
 A camera count is sustained when every camera publishes at least 90 % of its detect rate and
-p99 capture-to-publish stays under 500 ms. Also runs the largest count with each OpenVINO hint,
-to show whether throughput collapses under oversubscription (16 capture threads on 2 cores).
+p99 capture-to-publish stays under 500 ms. `--hints` also runs the largest count with each
+OpenVINO hint and with the inference streams pinned to cores (OpenVINO's own default under the
+throughput hint, which the backend turns off), to show whether throughput collapses under
+oversubscription (16 capture threads on 2 cores).
 
     python bench/bench_cameras.py [--counts 1,4,8,12,16,20] [--seconds 20]
         [--backend openvino:int8] [--detect-fps 5] [--hints]
@@ -93,7 +95,8 @@ def main() -> int:
     ap.add_argument("--backend", default="openvino:int8")
     ap.add_argument("--detect-fps", type=float, default=5.0)
     ap.add_argument("--hints", action="store_true",
-                    help="also run the largest count with hint=latency and hint=throughput")
+                    help="also run the largest count with hint=latency, hint=throughput and "
+                         "pinning=true")
     args = ap.parse_args()
     rows = []
     print(f"{'cams':>4} {'fps all':>8} {'min/cam':>8} {'p50 ms':>8} {'p99 ms':>8} "
@@ -102,7 +105,8 @@ def main() -> int:
     if args.hints:
         top = variants[-1][0]
         variants += [(top, f"{args.backend},hint=latency"),
-                     (top, f"{args.backend},hint=throughput")]
+                     (top, f"{args.backend},hint=throughput"),
+                     (top, f"{args.backend},pinning=true")]
     for n, spec in variants:
         r = run_cameras(n, args.seconds, spec, args.detect_fps, [])
         r["backend"] = spec

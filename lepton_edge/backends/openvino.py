@@ -58,6 +58,13 @@ class OpenVinoOptions(BackendSettings):
     requests: Annotated[int, Field(ge=1, le=64)] | None = None
     # pixels: uint8 BGR frames, normalized in the graph; tensor: float NCHW prepared in Python
     input: Literal["pixels", "tensor"] = "pixels"
+    # Pin inference streams to cores (OpenVINO's ENABLE_CPU_PINNING; its own default is on
+    # under the throughput hint). Off here: the daemon's capture, prepare and emit threads run
+    # on the same cores, and a pinned stream cannot move off a core one of them holds, so the
+    # stream waits while another core idles. 16 replayed cameras at 5 fps on 2 cores
+    # (bench/bench_cameras.py): unpinned, 80 fps in 5 runs of 5; pinned, 2 runs of 5 fell to
+    # 57-60 fps with 0.6 of a core idle.
+    pinning: bool = False
 
     @field_validator("hint", "input", mode="before")
     @classmethod
@@ -191,6 +198,8 @@ class OpenVinoBackend(BackendBase):
             config["INFERENCE_PRECISION_HINT"] = hint_precision
         if self.options.threads:
             config["INFERENCE_NUM_THREADS"] = self.options.threads
+        if self.device.startswith(("CPU", "AUTO")):  # a CPU property: GPU/NPU refuse it
+            config["ENABLE_CPU_PINNING"] = self.settings.pinning
         self._model = self._load(ov, core)
         self._warn_full_range_weights()
         self._config = config

@@ -173,6 +173,17 @@ def test_latency_hint_keeps_one_request(artifact) -> None:
         assert backend.max_in_flight == 1
 
 
+@pytest.mark.parametrize(("pinning", "expected"), [(None, False), (True, True)])
+def test_streams_are_unpinned_unless_asked(artifact, pinning, expected: bool) -> None:
+    """The compiled model itself reports the pinning (OpenVINO pins under the throughput hint
+    by default; the backend turns that off so the daemon's threads do not stall a stream)."""
+    settings = OpenVinoOptions() if pinning is None else OpenVinoOptions(pinning=pinning)
+    with OpenVinoBackend(artifact, BackendOptions(precision="fp32", settings=settings)) as b:
+        assert b.max_in_flight >= 1  # compiles the default shape
+        compiled = next(iter(b._compiled.values())).compiled
+        assert compiled.get_property("ENABLE_CPU_PINNING") is expected
+
+
 @pytest.mark.parametrize(("options", "match"), [
     (BackendOptions(precision="int4"), "precision: openvino runs"),
     (BackendOptions(settings=OnnxRuntimeOptions()),
