@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -94,18 +94,35 @@ class Event:
 
 
 @dataclass
-class _Open:
-    event: Event
-    snapshot_ts: float
-
-
-@dataclass
 class TrackHistory:
     """What a track did before and during its event: zones it entered, lines it crossed."""
 
     zones: tuple[str, ...] = ()
     entered: list[str] = field(default_factory=list)
     crossings: list[Crossing] = field(default_factory=list)
+
+
+@dataclass
+class _Open:
+    """An open event: the track and its history as last seen, folded into a message only when
+    one goes out (an update that matters, or the end), not on every frame."""
+
+    camera: str
+    event_id: str
+    ts_start: float
+    track: Track
+    hist: TrackHistory
+    ts: float  # last sighting
+    top: float
+    zones: tuple[str, ...]  # at the last sighting: a change is an update
+    snapshot: str | None
+    snapshot_ts: float
+
+    def message(self, type_: Literal["start", "update", "end"], **end: Any) -> Event:
+        tr, h = self.track, self.hist
+        return Event(self.camera, type_, self.event_id, tr.id, tr.label, tr.score, self.top,
+                     self.ts, self.ts_start, _box(tr.box), h.zones, tuple(h.entered),
+                     tuple(h.crossings), self.snapshot, **end)
 
 
 # (event_id, image, box, caption) -> snapshot name, or None when not kept
@@ -145,32 +162,26 @@ class EventBook:
             if self.cfg.enabled and self.qualifies(tr, hist):
                 self._start(tr, hist, ts, image)
             return
-        ev = cur.event
-        changed = hist.zones != ev.zones or bool(new_crossings)
-        better = tr.score >= ev.top_score + self.min_gain
-        snapshot = ev.snapshot
+        changed = hist.zones != cur.zones or bool(new_crossings)
+        better = tr.score >= cur.top + self.min_gain
         if better and ts - cur.snapshot_ts >= self.cfg.snapshot_interval_s:
-            snapshot = self._snapshot(ev.event_id, image, tr) or snapshot
+            cur.snapshot = self._snapshot(cur.event_id, image, tr) or cur.snapshot
             cur.snapshot_ts = ts
             changed = True
-        top = max(ev.top_score, tr.score)
-        nxt = replace(ev, type="update", score=tr.score, top_score=top, ts=ts,
-                      box=_box(tr.box), zones=hist.zones, entered_zones=tuple(hist.entered),
-                      lines_crossed=tuple(hist.crossings), snapshot=snapshot, label=tr.label)
-        cur.event = nxt
+        cur.top = max(cur.top, tr.score)
+        cur.ts, cur.zones, cur.track, cur.hist = ts, hist.zones, tr, hist
         if changed:
-            self._emit(nxt)
-        if self.cfg.max_duration_s is not None and ts - ev.ts_start > self.cfg.max_duration_s:
+            self._emit(cur.message("update"))
+        if self.cfg.max_duration_s is not None and ts - cur.ts_start > self.cfg.max_duration_s:
             self.end(tr.id, "timeout", ts)
 
     def _start(self, tr: Track, hist: TrackHistory, ts: float, image: np.ndarray) -> None:
         event_id = f"{int(ts * 1000):x}-{tr.id}-{secrets.token_hex(3)}"
-        ev = Event(self.camera, "start", event_id, tr.id, tr.label, tr.score, tr.score, ts, ts,
-                   _box(tr.box), hist.zones, tuple(hist.entered), tuple(hist.crossings))
-        ev = replace(ev, snapshot=self._snapshot(event_id, image, tr))
-        self.open[tr.id] = _Open(ev, ts)
+        cur = _Open(self.camera, event_id, ts, tr, hist, ts, tr.score, hist.zones,
+                    self._snapshot(event_id, image, tr), ts)
+        self.open[tr.id] = cur
         self.started += 1
-        self._emit(ev)
+        self._emit(cur.message("start"))
 
     def _snapshot(self, event_id: str, image: np.ndarray, tr: Track) -> str | None:
         if self._snap is None:
@@ -183,7 +194,8 @@ class EventBook:
             return
         self._done.add(track_id)
         self.ended += 1
-        self._emit(replace(cur.event, type="end", ts=ts, ts_end=ts, reason=reason))
+        cur.ts = ts
+        self._emit(cur.message("end", ts_end=ts, reason=reason))
 
     def end_all(self, reason: str, ts: float) -> None:
         for track_id in list(self.open):

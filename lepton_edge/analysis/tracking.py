@@ -92,7 +92,8 @@ class Track:
 
     @property
     def label(self) -> str:
-        return self.labels.most_common(1)[0][0]
+        # the most frequent, the first seen among equals (as Counter.most_common), cheaper
+        return max(self.labels, key=self.labels.__getitem__)
 
     @property
     def score(self) -> float:
@@ -109,9 +110,13 @@ class Track:
     def moved(self, t: float, window_s: float) -> bool:
         """Whether its bottom centre moved over 10% of its box height in the last `window_s`."""
         x, y = self.bottom_centre
-        h = float(self.box[3] - self.box[1])
-        return any(abs(x - px) + abs(y - py) > 0.1 * h for pt, px, py in self.path
-                   if t - pt <= window_s)
+        limit = 0.1 * float(self.box[3] - self.box[1])
+        for pt, px, py in reversed(self.path):  # newest first: stop at the window's start
+            if t - pt > window_s:
+                return False
+            if abs(x - px) + abs(y - py) > limit:
+                return True
+        return False
 
 
 def _bytetrack(cfg: TrackConfig) -> Any:
@@ -173,12 +178,30 @@ def merge_groups(dets: Detections, labels: Sequence[str],
                  groups: Sequence[Sequence[str]], iou: float) -> Detections:
     """Class-agnostic NMS inside each class group: of a car and a truck box on one vehicle only
     the higher-scoring stays. Classes outside every group are untouched."""
-    if len(dets) < 2 or not groups:
+    return _merge(dets, group_members(labels, groups), iou)
+
+
+def group_members(labels: Sequence[str], groups: Sequence[Sequence[str]]) -> np.ndarray:
+    """Per class id: the index of the class group it belongs to, -1 for none."""
+    member = np.full(len(labels), -1, np.int64)
+    for g, names in enumerate(groups):
+        for c, name in enumerate(labels):
+            if name in names and member[c] < 0:
+                member[c] = g
+    return member
+
+
+def _merge(dets: Detections, member: np.ndarray, iou: float) -> Detections:
+    if len(dets) < 2 or not member.size:
         return dets
-    names = np.array([labels[c] if 0 <= c < len(labels) else str(c) for c in dets.class_id])
+    c = dets.class_id
+    known = (c >= 0) & (c < len(member))
+    g = np.where(known, member[np.where(known, c, 0)], -1)
+    if np.count_nonzero(g >= 0) < 2:
+        return dets  # the common frame: at most one box of any group
     keep = np.ones(len(dets), bool)
-    for group in groups:
-        idx = np.flatnonzero(np.isin(names, list(group)))
+    for group in np.unique(g[g >= 0]):
+        idx = np.flatnonzero(g == group)
         if idx.size > 1:
             kept = idx[nms(dets.xyxy[idx], dets.score[idx], iou)]
             keep[idx] = False
@@ -209,6 +232,7 @@ class Tracker:
         n = len(self.labels)
         self._group_lut = np.array([group_of.get(name, len(cfg.class_groups) + c)
                                     for c, name in enumerate(self.labels)], np.int64)
+        self._members = group_members(self.labels, cfg.class_groups)
         self._tracked_lut = np.array([cfg.classes is None or name in cfg.classes
                                       for name in self.labels], bool) if n else np.zeros(0, bool)
 
@@ -234,7 +258,7 @@ class Tracker:
     def update(self, dets: Detections, t: float) -> Detections:
         """Merge class groups, associate, and return the detections with `track_id` (-1 for an
         untracked class or a track not yet confirmed)."""
-        dets = merge_groups(dets, self.labels, self.cfg.class_groups, self.cfg.group_iou)
+        dets = _merge(dets, self._members, self.cfg.group_iou)
         ids = np.full(len(dets), -1, np.int64)
         sel = np.flatnonzero(self._tracked(dets))
         groups = self._groups(dets.class_id)
