@@ -16,6 +16,7 @@ reported with its file line before anything opens; the backend reads it with
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -25,6 +26,8 @@ from pydantic import BaseModel, ConfigDict
 
 from lepton_edge.errors import ConfigError
 from lepton_edge.pipeline.preprocess import LetterboxPlan
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,14 @@ class InferenceHandle(Protocol):
     def wait(self) -> list[np.ndarray]:
         """Block until the batch is done; outputs are owned by the caller."""
         ...
+
+
+def read_outputs(handle: InferenceHandle, fn: Callable[[list[np.ndarray]], T]) -> T:
+    """`fn(outputs)` once the batch is done. A handle with `read(fn)` lends the runtime's own
+    output buffers for the call (no copy: they are valid only inside `fn`, and the request is
+    free for the next batch when it returns); any other handle gives the copies of `wait()`."""
+    read = getattr(handle, "read", None)
+    return read(fn) if read is not None else fn(handle.wait())
 
 
 class Done:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lepton_edge.backends.base import Backend, ImageInputBackend
+from lepton_edge.detections import Detections
 from lepton_edge.pipeline.preprocess import Letterbox, LetterboxPlan, plan_letterbox
 from lepton_edge.pipeline.sources import Frame
 
@@ -29,8 +30,8 @@ log = logging.getLogger(__name__)
 class Job:
     """One frame on its way through prepare -> infer -> decode. `tensor` is None when the
     backend letterboxes the raw frame on its device (`pixels`: the frame, or its cropped
-    region); `output` is set by the inferring stage; `timings` collects per-stage
-    milliseconds."""
+    region); `output` (the raw output) or `detections` (decoded from the runtime's buffers) is
+    set by the inferring stage; `timings` collects per-stage milliseconds."""
 
     frame: Frame
     plan: LetterboxPlan
@@ -38,6 +39,7 @@ class Job:
     timings: dict[str, float]
     pixels: np.ndarray | None = None
     output: np.ndarray | None = None
+    detections: Detections | None = None  # set when the inferring stage also decodes
     t_submit: float = 0.0
     handle: object = field(default=None, repr=False)
 

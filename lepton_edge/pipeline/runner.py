@@ -219,7 +219,7 @@ class Pipeline:
             self._infer_done.set()
 
     def _infer(self) -> None:
-        infer = Inferrer(self.backend)
+        infer = Inferrer(self.backend, self.decoder)
         deliver = self._deliver
         while True:
             try:
@@ -320,9 +320,11 @@ class Pipeline:
         self.finished.set()
 
     def _emit_frame(self, job: Job) -> None:
-        assert job.output is not None
         timings = job.timings
-        dets = self.decoder(job.output, job.plan, timings)
+        dets = job.detections
+        if dets is None:
+            assert job.output is not None
+            dets = self.decoder(job.output, job.plan, timings)
         frame = job.frame
         result = FrameResult(camera=frame.camera, seq=self.stats.camera(frame.camera).seq,
                              frame=frame.index, ts=frame.ts, t_capture=frame.t_capture,

@@ -18,10 +18,11 @@ tensorrt and pycuda are imported in `open()` and `available()`, never at module 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from lepton_edge.backends.tensorrt.plan import TensorRtPlans
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SLOTS = 2
 
@@ -100,7 +102,8 @@ class _Slot:
 
 
 class _Handle:
-    """`wait()` syncs the slot's event and returns copies of its outputs."""
+    """`wait()` syncs the slot's event and returns copies of its outputs; `read(fn)` lends the
+    slot's host output buffers to `fn` instead (lepton_edge.backends.base.read_outputs)."""
 
     __slots__ = ("_backend", "_generation", "_shaped", "_slot")
 
@@ -109,12 +112,15 @@ class _Handle:
         self._generation = slot.generation
 
     def wait(self) -> list[np.ndarray]:
+        return self.read(lambda outs: [h.copy() for h in outs])
+
+    def read(self, fn: Callable[[list[np.ndarray]], T]) -> T:
         if self._slot.generation != self._generation:
             raise RuntimeError("this batch's buffers were reused: wait() for a batch before "
                                f"submitting more than max_in_flight={SLOTS} after it")
         with self._backend.gpu.active():
             self._slot.done.synchronize()
-        return [h.copy() for h in self._shaped.host_outputs]
+        return fn(list(self._shaped.host_outputs))
 
 
 class TensorRtBackend(BackendBase):
