@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from lepton_edge.artifact import load_artifact
-from lepton_edge.backends.base import Backend, BackendOptions
+from lepton_edge.backends.base import Backend, BackendOptions, read_outputs
 from lepton_edge.backends.onnxruntime import OnnxRuntimeOptions
 from lepton_edge.errors import BackendUnavailableError, ConfigError, ModelError
 from lepton_edge.pipeline.decode import DecodeSettings, decode_yolov8
@@ -157,6 +157,27 @@ def test_pixel_input_computes_what_the_float_tensor_does(artifact, precision: st
             assert conf.sum() > 20
             assert np.abs(got[0, :4, conf] - want[0, :4, conf]).max() < 1.5
             assert np.abs(got[0, 4:, conf] - want[0, 4:, conf]).max() < 0.2
+
+
+def test_read_lends_the_request_outputs_once(artifact) -> None:
+    """`read_outputs` decodes from the request's own tensors (what the pipeline's inferring
+    stage does): the same values `wait()` copies, the request free afterwards, and a second
+    read of that batch refused instead of returning the next batch's numbers."""
+    with OpenVinoBackend(artifact, BackendOptions(precision="fp32")) as backend:
+        frame = cv2.imread(str(IMAGES / "dog.jpg"))
+        x, _ = _input(backend, frame)
+        copied = backend.submit(x).wait()[0]
+        handle = backend.submit(x)
+        lent = read_outputs(handle, lambda outs: (outs[0].copy(), outs[0].flags.owndata))
+        np.testing.assert_array_equal(lent[0], copied)
+        assert not lent[1]  # a view of OpenVINO's tensor, not a copy
+        with pytest.raises(RuntimeError, match="already read"):
+            handle.wait()
+        # a batch whose request was needed again before it was read keeps a copy
+        first = backend.submit(x)
+        for _ in range(backend.max_in_flight):
+            backend.submit(x).wait()
+        np.testing.assert_array_equal(read_outputs(first, lambda outs: outs[0]), copied)
 
 
 def test_pixel_input_refuses_a_float_batch(artifact) -> None:
