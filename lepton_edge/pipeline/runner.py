@@ -3,10 +3,11 @@
 - "prepare": the scheduler's next admitted frame, round-robin across cameras, letterboxed into
   a reused buffer and handed over one at a time, so preprocessing overlaps inference;
 - "inference": keeps up to `backend.max_in_flight` batches running and completes them in
-  submission order, so each camera's frames stay in order; between frames it also serves
-  one-off `detect()` requests (the HTTP detect endpoint);
-- "emit": decodes, analyses, hands each result to the sinks, drains outcomes, and builds
-  `health` every interval.
+  submission order, so each camera's frames stay in order, decoding each from the runtime's
+  own output buffers (no copy of the raw output); between frames it also serves one-off
+  `detect()` requests (the HTTP detect endpoint);
+- "emit": analyses, hands each result to the sinks, drains outcomes, and builds `health`
+  every interval.
 The inference loop calls `on_heartbeat` every iteration, including idle ones, so a camera that
 delivers nothing is not a hang, while a backend that blocks stops the heartbeat (and with it
 the systemd watchdog). A full hand-off to the emitting thread blocks inference without a
