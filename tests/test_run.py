@@ -67,7 +67,7 @@ def test_reread_goes_through_the_same_checks_and_keeps_the_artifact(tmp_path: Pa
 # only once the backend was constructed).
 @pytest.mark.parametrize(("options", "error"), [
     ({"streams": 2}, "backend_options.streams: openvino does not read this option (it reads: "
-                     "hint, requests, input)"),
+                     "hint, requests, input, pinning)"),
     ({"hint": "fast"}, "backend_options.hint: Input should be 'throughput' or 'latency'"),
     ({"requests": 0}, "backend_options.requests: Input should be greater than or equal to 1"),
     ({"input": "nv12"}, "backend_options.input: Input should be 'pixels' or 'tensor'"),
