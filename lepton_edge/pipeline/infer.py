@@ -1,9 +1,9 @@
 """Inferring: submit prepared frames to the backend, up to `max_in_flight` at once, and complete
 them in submission order, so each camera's frames stay in order.
 
-Given the decoding stage, a completed frame is decoded here, straight from the runtime's own
-output buffers where the backend lends them (`read_outputs`): the whole raw output (2.2 MB for
-YOLOv8n at 640x512) is then never copied, only the few boxes that pass the score filter."""
+A completed frame is decoded here, straight from the runtime's own output buffers where the
+backend lends them (`read_outputs`): the whole raw output (2.2 MB for YOLOv8n at 640x512) is
+then never copied, only the few boxes that pass the score filter."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ Decode = Callable[[np.ndarray, LetterboxPlan, dict[str, float]], Detections]
 
 
 class Inferrer:
-    def __init__(self, backend: Backend, decode: Decode | None = None) -> None:
+    def __init__(self, backend: Backend, decode: Decode) -> None:
         self._backend = backend
         self._decode = decode
         self._pending: deque[Job] = deque()
@@ -45,20 +45,14 @@ class Inferrer:
         return bool(self._pending)
 
     def complete_one(self, deliver: Callable[[Job], None]) -> None:
-        """Wait for the oldest batch and hand its job to `deliver`: decoded (`detections` set)
-        with a decoding stage, else with its raw output (`output`, a copy)."""
+        """Wait for the oldest batch, decode it and hand its job (`detections` set) to
+        `deliver`."""
         job = self._pending.popleft()
 
-        def finish(outputs: list[np.ndarray]) -> None:
+        def finish(outputs: list[np.ndarray]) -> Detections:
             job.timings["infer"] = (time.perf_counter() - job.t_submit) * 1000.0
-            if self._decode is None:
-                job.output = outputs[0][0]  # batch of one: (4 + C, N)
-            else:
-                job.detections = self._decode(outputs[0][0], job.plan, job.timings)
+            return self._decode(outputs[0][0], job.plan, job.timings)  # batch of one
 
-        if self._decode is None:
-            finish(job.handle.wait())  # type: ignore[attr-defined]
-        else:
-            read_outputs(job.handle, finish)  # type: ignore[arg-type]
+        job.detections = read_outputs(job.handle, finish)  # type: ignore[arg-type]
         job.handle = None
         deliver(job)

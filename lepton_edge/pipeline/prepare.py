@@ -30,16 +30,15 @@ log = logging.getLogger(__name__)
 class Job:
     """One frame on its way through prepare -> infer -> decode. `tensor` is None when the
     backend letterboxes the raw frame on its device (`pixels`: the frame, or its cropped
-    region); `output` (the raw output) or `detections` (decoded from the runtime's buffers) is
-    set by the inferring stage; `timings` collects per-stage milliseconds."""
+    region); `detections` (decoded from the runtime's buffers) is set by the inferring stage;
+    `timings` collects per-stage milliseconds."""
 
     frame: Frame
     plan: LetterboxPlan
     tensor: np.ndarray | None
     timings: dict[str, float]
     pixels: np.ndarray | None = None
-    output: np.ndarray | None = None
-    detections: Detections | None = None  # set when the inferring stage also decodes
+    detections: Detections | None = None
     t_submit: float = 0.0
     handle: object = field(default=None, repr=False)
 

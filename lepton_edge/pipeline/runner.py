@@ -323,9 +323,7 @@ class Pipeline:
     def _emit_frame(self, job: Job) -> None:
         timings = job.timings
         dets = job.detections
-        if dets is None:
-            assert job.output is not None
-            dets = self.decoder(job.output, job.plan, timings)
+        assert dets is not None
         frame = job.frame
         result = FrameResult(camera=frame.camera, seq=self.stats.camera(frame.camera).seq,
                              frame=frame.index, ts=frame.ts, t_capture=frame.t_capture,
