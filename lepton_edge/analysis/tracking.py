@@ -222,17 +222,13 @@ class Tracker:
         self._engine = _bytetrack(cfg)
         self._ids: dict[tuple[int, int], int] = {}
         self._next = 1
-        group_of: dict[str, int] = {}
-        for g, names in enumerate(cfg.class_groups):
-            for n in names:
-                group_of[n] = g
-        self._group_of = group_of
-        # per class id: its group (a class outside every group is a group of its own) and
-        # whether it is tracked
+        # per class id: its class group (-1 outside every group: `_members`, what merging
+        # reads); for tracking, a class outside every group is a group of its own
+        # (`_group_lut`); and whether it is tracked
         n = len(self.labels)
-        self._group_lut = np.array([group_of.get(name, len(cfg.class_groups) + c)
-                                    for c, name in enumerate(self.labels)], np.int64)
         self._members = group_members(self.labels, cfg.class_groups)
+        self._group_lut = np.where(self._members >= 0, self._members,
+                                   len(cfg.class_groups) + np.arange(n, dtype=np.int64))
         self._tracked_lut = np.array([cfg.classes is None or name in cfg.classes
                                       for name in self.labels], bool) if n else np.zeros(0, bool)
 

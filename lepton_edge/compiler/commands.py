@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from lepton_edge.compiler.calibration import DEFAULT_COUNT, DEFAULT_EVAL_COUNT
+from lepton_edge.compiler.device_int8 import FLOAT_STEM
 from lepton_edge.compiler.openvino_int8 import OVERFLOW_FIX
 from lepton_edge.compiler.quantize import METHODS, QuantSettings
 from lepton_edge.compiler.trt_calib_cache import DEFAULT_VERSION
@@ -57,7 +58,7 @@ def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"frames sampled from a video or folder (default {DEFAULT_COUNT})")
     parser.add_argument("--calib-method", choices=METHODS, default="percentile",
                         help="activation range calibration (default percentile)")
-    parser.add_argument("--percentile", type=float, default=99.99,
+    parser.add_argument("--percentile", type=float, default=QuantSettings.percentile,
                         help="percentile of |x| kept by --calib-method percentile")
     parser.add_argument("--floor", type=float, default=0.95,
                         help="minimum agreement mAP50 with float over the classes with >= 20 "
@@ -79,9 +80,10 @@ def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=OVERFLOW_FIX,
                         help="NNCF weight range: disable = full 8 bits, for CPUs with VNNI/AMX "
                              "(default); first_layer_only or enable for older x86 CPUs")
-    parser.add_argument("--float-stem", type=int, default=3, metavar="N",
+    parser.add_argument("--float-stem", type=int, default=FLOAT_STEM, metavar="N",
                         help="the first N convs stay float in the TensorRT and OpenVINO INT8 "
-                             "encodings (they see the image; default 3, 0 quantizes them)")
+                             f"encodings (they see the image; default {FLOAT_STEM}, 0 "
+                             "quantizes them)")
     parser.add_argument("--plan", action="store_true",
                         help="also build the TensorRT plan (needs TensorRT and a GPU)")
     parser.add_argument("--state-dir", type=Path, default=None,

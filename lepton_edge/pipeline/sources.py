@@ -115,8 +115,6 @@ def _opencv_version() -> tuple[int, int]:
     return (int(major), int(minor)) if major.isdigit() and minor.isdigit() else (0, 0)
 
 
-
-
 def open_capture(url: str, cam: Camera) -> cv2.VideoCapture:
     """Open `url` with the right OpenCV backend and timeouts. Raises SourceError with the
     reason; never returns a capture that is not open."""
