@@ -325,13 +325,14 @@ class MqttSink(QueuedSink):
         msg = (f"mqtt: broker {cfg.host}:{cfg.port} refused the connection: {reason}"
                + ("; check mqtt.username and mqtt.password_file" if auth else ""))
         with self._lock:
+            first = not self._auth_logged
+            self._auth_logged = True
+        if first:  # logged before the state says so: whoever sees the state finds the line
+            log.error("%s (retrying every %d..%d s)", msg, cfg.reconnect_min, cfg.reconnect_max)
+        with self._lock:
             self._connected = False
             self._state = "auth_failed" if auth else "disconnected"
             self._last_error = msg
-            first = not self._auth_logged
-            self._auth_logged = True
-        if first:
-            log.error("%s (retrying every %d..%d s)", msg, cfg.reconnect_min, cfg.reconnect_max)
 
     def _on_connect_fail(self, _client: Any, _userdata: Any) -> None:
         """No CONNACK at all: refused, unreachable, or the TLS handshake failed."""
